@@ -1,0 +1,1 @@
+"""Numba CPU kernels. Importing this package registers the ``numba`` op overrides."""
