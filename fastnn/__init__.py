@@ -1,6 +1,17 @@
 """fastnn: layers with explicit forward/backward on NumPy, Numba and CuPy backends."""
 
-from fastnn import backends
+from fastnn import (
+    activations,
+    backends,
+    callbacks,
+    datasets,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    optimizers,
+    utils,
+)
 from fastnn._version import __version__
 from fastnn.backends import (
     Backend,
@@ -10,19 +21,68 @@ from fastnn.backends import (
     set_backend,
     use_backend,
 )
+from fastnn.callbacks import Callback, History
+from fastnn.config import floatx, set_floatx
 from fastnn.errors import BackendUnavailableError, DivergenceError, GradcheckError, NotBuiltError
+from fastnn.gradcheck import GradcheckReport, gradcheck, numerical_gradient
+from fastnn.layers import Activation, Dense, Layer, ReLU, Sigmoid, Softmax, Step, Tanh
+from fastnn.losses import (
+    CategoricalCrossentropy,
+    Loss,
+    MeanSquaredError,
+    SoftmaxWithLoss,
+    SparseCategoricalCrossentropy,
+)
+from fastnn.model import Sequential
+from fastnn.optimizers import SGD, Adam, Optimizer
+from fastnn.utils import set_seed, to_categorical
 
 __all__ = [
+    "SGD",
+    "Activation",
+    "Adam",
     "Backend",
     "BackendUnavailableError",
+    "Callback",
+    "CategoricalCrossentropy",
+    "Dense",
     "DivergenceError",
     "GradcheckError",
+    "GradcheckReport",
+    "History",
+    "Layer",
+    "Loss",
+    "MeanSquaredError",
     "NotBuiltError",
+    "Optimizer",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "SoftmaxWithLoss",
+    "SparseCategoricalCrossentropy",
+    "Step",
+    "Tanh",
     "__version__",
+    "activations",
     "available",
     "backends",
+    "callbacks",
     "current_backend",
+    "datasets",
+    "floatx",
     "get_backend",
+    "gradcheck",
+    "initializers",
+    "layers",
+    "losses",
+    "metrics",
+    "numerical_gradient",
+    "optimizers",
     "set_backend",
+    "set_floatx",
+    "set_seed",
+    "to_categorical",
     "use_backend",
+    "utils",
 ]

@@ -1,0 +1,724 @@
+"""Sequential: a stack of layers with Keras's compile / fit / evaluate / predict."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fastnn import losses as losses_mod
+from fastnn import metrics as metrics_mod
+from fastnn import optimizers as optimizers_mod
+from fastnn.backends import Backend, get_backend
+from fastnn.callbacks import Callback, CallbackList, History
+from fastnn.config import resolve_float_dtype
+from fastnn.errors import DivergenceError, NotBuiltError
+from fastnn.layers.activations import Activation
+from fastnn.layers.base import Layer, shape_str
+from fastnn.layers.dense import Dense
+from fastnn.losses.crossentropy import (
+    CategoricalCrossentropy,
+    SparseCategoricalCrossentropy,
+    prepare_labels,
+)
+
+
+class Sequential:
+    """A linear stack of layers, trained with ``compile`` and ``fit`` (Keras names).
+
+    It is also a layer-like object with the book's low-level API: ``forward(x)``,
+    ``backward(dout)``, and ``params`` / ``grads`` dicts keyed ``"<layer>/<param>"``.
+
+    Args:
+        layers: layers to add in order.
+        name: model name.
+        backend: backend name or object (default: the current backend). Layers are moved
+            to it when added, so one process can train the same architecture on several
+            backends side by side.
+        dtype: ``"float32"`` (default) or ``"float64"``; layers are cast to it.
+        seed: seed for shuffling (default: drawn from the backend's generator at build).
+    """
+
+    is_model = True
+
+    def __init__(
+        self,
+        layers: Iterable[Layer] | None = None,
+        name: str | None = None,
+        backend: str | Backend | None = None,
+        dtype: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        self.name = name or "sequential"
+        self.backend: Backend = get_backend(backend)
+        self.dtype = resolve_float_dtype(dtype, "Sequential")
+        self._dtype_explicit = dtype is not None
+        self.layers: list[Layer] = []
+        self.seed = seed
+        self.rng: np.random.Generator | None = None
+        self.optimizer: optimizers_mod.Optimizer | None = None
+        self.loss: losses_mod.Loss | None = None
+        self.metric_names: list[str] = []
+        self._metric_fns: list[tuple[str, Any]] = []
+        self._metric_specs: list[str] = []
+        self._fused: losses_mod.Loss | None = None  # from-logits twin of a softmax+CE loss
+        self.compiled = False
+        self.stop_training = False
+        self.history: History | None = None
+        self.input_shape: tuple[int, ...] | None = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # -- structure ----------------------------------------------------------------------
+    def add(self, layer: Layer) -> None:
+        """Append ``layer``; it is moved to the model's backend and dtype."""
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"Sequential.add: expected a Layer, received {type(layer).__name__}"
+            )
+        if not self.layers and not self._dtype_explicit:
+            self.dtype = layer.dtype
+        layer.to_backend(self.backend)
+        if layer.dtype != self.dtype:
+            layer.cast(self.dtype)
+        if any(existing is layer for existing in self.layers):
+            raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
+        self.layers.append(layer)
+        if self.input_shape is not None:
+            self._build_from(len(self.layers) - 1)
+        elif len(self.layers) == 1 and layer._declared_input_shape is not None:
+            self.build(layer._declared_input_shape)
+        if self.compiled:
+            self._setup_fusion()
+
+    @property
+    def built(self) -> bool:
+        """Whether every layer has parameters."""
+        return bool(self.layers) and self.input_shape is not None and all(
+            layer.built for layer in self.layers
+        )
+
+    def build(self, input_shape: Sequence[int]) -> None:
+        """Build every layer for samples of ``input_shape`` (batch dimension excluded)."""
+        if not self.layers:
+            raise ValueError("Sequential.build: the model has no layers; add some first")
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self._build_from(0)
+        if self.rng is None:
+            seed = self.seed
+            if seed is None:
+                seed = int(self.backend.rng.integers(0, 2**63 - 1))
+            self.rng = np.random.default_rng(seed)
+
+    def _build_from(self, start: int) -> None:
+        shape = self.input_shape if start == 0 else self.layers[start - 1].output_shape
+        for layer in self.layers[start:]:
+            if not layer.built:
+                layer.build(shape)
+            elif layer.input_shape != tuple(shape):
+                raise ValueError(
+                    f"Sequential: {layer.describe()} ({layer.name}) was built for input "
+                    f"{shape_str((None, *layer.input_shape))}, but the layer before it "
+                    f"outputs {shape_str((None, *shape))}"
+                )
+            shape = layer.output_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...] | None:
+        """Shape of one output sample, once built."""
+        return self.layers[-1].output_shape if self.built else None
+
+    def describe(self) -> str:
+        """``Sequential(3 layers)``."""
+        return f"Sequential({len(self.layers)} layers)"
+
+    def __repr__(self) -> str:
+        return f"<{self.describe()} name={self.name!r} backend={self.backend.name}>"
+
+    # -- parameters -----------------------------------------------------------------------
+    def named_parameters(self) -> list[tuple[str, Any, Any]]:
+        """(``"layer/param"``, parameter, gradient) for every trainable parameter."""
+        out = []
+        for layer in self._all_layers():
+            if not layer.trainable:
+                continue
+            for key, value in layer.params.items():
+                out.append((f"{layer.name}/{key}", value, layer.grads[key]))
+        return out
+
+    def _all_layers(self) -> list[Layer]:
+        seen: list[Layer] = []
+
+        def visit(layer: Layer) -> None:
+            seen.append(layer)
+            for sub in layer.sublayers():
+                visit(sub)
+
+        for layer in self.layers:
+            visit(layer)
+        return seen
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Trainable parameters keyed ``"layer/param"``."""
+        return {name: p for name, p, _ in self.named_parameters()}
+
+    @property
+    def grads(self) -> dict[str, Any]:
+        """Gradient buffers keyed like :attr:`params`."""
+        return {name: g for name, _, g in self.named_parameters()}
+
+    def count_params(self) -> int:
+        """Number of scalar parameters (trainable or not)."""
+        if not self.built:
+            raise NotBuiltError(
+                "Sequential.count_params: the model is not built; call build(input_shape), "
+                "give the first layer input_shape/input_dim, or fit/predict once"
+            )
+        return sum(layer.count_params() for layer in self.layers)
+
+    def zero_grads(self) -> None:
+        """Zero every gradient buffer."""
+        for layer in self._all_layers():
+            layer.zero_grads()
+
+    def cast(self, dtype: Any) -> None:
+        """Cast every layer to ``dtype`` and make it the model's dtype."""
+        self.dtype = resolve_float_dtype(dtype, "Sequential.cast")
+        self._dtype_explicit = True
+        for layer in self.layers:
+            layer.cast(self.dtype)
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Host copies of every parameter, layer by layer (Keras order)."""
+        return [self.backend.to_numpy(p).copy() for layer in self.layers for p in
+                _layer_arrays(layer)]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Copy ``weights`` (as from :meth:`get_weights`) into the parameters in place."""
+        targets = [p for layer in self.layers for p in _layer_arrays(layer)]
+        if len(weights) != len(targets):
+            raise ValueError(
+                f"Sequential.set_weights: expected {len(targets)} arrays, received {len(weights)}"
+            )
+        for i, (dst, src) in enumerate(zip(targets, weights, strict=True)):
+            src = np.asarray(src)
+            if src.shape != dst.shape:
+                raise ValueError(
+                    f"Sequential.set_weights: array {i} has shape {src.shape}, expected {dst.shape}"
+                )
+            dst[...] = self.backend.asarray(src, dtype=dst.dtype)
+
+    # -- low-level forward / backward -----------------------------------------------------
+    def forward(self, x: Any, training: bool = False) -> Any:
+        """Run every layer on batch ``x`` (a backend array of the model's dtype)."""
+        if not self.built:
+            if not self.layers:
+                raise ValueError("Sequential.forward: the model has no layers")
+            self.build(tuple(x.shape[1:]))
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dout: Any) -> Any:
+        """Backpropagate ``dout`` through every layer; returns dL/dx (None if skipped)."""
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+            if dout is None:
+                break
+        return dout
+
+    __call__ = forward
+
+    # -- compile ------------------------------------------------------------------------------
+    def compile(
+        self,
+        optimizer: str | optimizers_mod.Optimizer = "rmsprop",
+        loss: str | losses_mod.Loss | None = None,
+        metrics: Sequence[str] | None = None,
+    ) -> None:
+        """Set the optimizer, loss and metrics (objects or Keras strings).
+
+        A final softmax (``Dense(..., activation="softmax")`` or a ``Softmax`` layer)
+        followed by categorical or sparse categorical cross-entropy is trained through
+        the fused softmax-cross-entropy kernel on the logits; its loss is the exact
+        cross-entropy without Keras's 1e-7 clipping.
+        """
+        if loss is None:
+            raise ValueError("Sequential.compile: a loss is required, e.g. loss='mse'")
+        if isinstance(optimizer, str) and optimizer.strip().lower() == "rmsprop" and (
+            "rmsprop" not in optimizers_mod.names()
+        ):
+            raise ValueError(
+                "Sequential.compile: optimizer 'rmsprop' is not available in this version; "
+                f"valid names: {', '.join(optimizers_mod.names())}"
+            )
+        opt = optimizers_mod.get(optimizer, backend=self.backend)
+        if opt.backend is not self.backend:
+            if opt.slots:
+                raise ValueError(
+                    f"Sequential.compile: optimizer holds state on backend '{opt.backend.name}', "
+                    f"the model is on '{self.backend.name}'"
+                )
+            opt.backend = self.backend
+        loss_obj = losses_mod.get(loss, backend=self.backend)
+        loss_obj.backend = self.backend
+        specs = list(metrics or [])
+        if isinstance(metrics, str):
+            specs = [metrics]
+        for spec in specs:
+            metrics_mod.resolve(spec, loss_obj.name, 2, False)  # validates the name early
+        self.optimizer = opt
+        self.loss = loss_obj
+        self._metric_specs = specs
+        self.compiled = True
+        self._setup_fusion()
+
+    def _setup_fusion(self) -> None:
+        self._fused = None
+        loss = self.loss
+        if not self.layers or loss is None or loss.reduction == "none":
+            return
+        if not isinstance(loss, (CategoricalCrossentropy, SparseCategoricalCrossentropy)):
+            return
+        if loss.from_logits:
+            return
+        last = self.layers[-1]
+        is_softmax_dense = isinstance(last, Dense) and last.activation == "softmax"
+        is_softmax_layer = isinstance(last, Activation) and last.activation == "softmax" and (
+            last.axis in (-1, 1)
+        )
+        if is_softmax_dense or is_softmax_layer:
+            twin = type(loss)(from_logits=True, reduction=loss.reduction, backend=self.backend)
+            twin.name = loss.name
+            self._fused = twin
+
+    # -- forward to the loss --------------------------------------------------------------
+    def _forward_for_loss(self, x: Any, training: bool) -> Any:
+        """Forward pass whose output feeds the training loss (logits when fused)."""
+        if self._fused is None:
+            return self.forward(x, training=training)
+        last = self.layers[-1]
+        if isinstance(last, Dense):
+            last.emit_logits = True
+            try:
+                return self.forward(x, training=training)
+            finally:
+                last.emit_logits = False
+        if not self.built:
+            self.build(tuple(x.shape[1:]))
+        for layer in self.layers[:-1]:
+            x = layer.forward(x, training=training)
+        return x
+
+    def _backward_from_loss(self, dout: Any) -> Any:
+        layers = self.layers
+        if self._fused is not None and not isinstance(layers[-1], Dense):
+            layers = layers[:-1]
+        last = layers[-1] if layers else None
+        if isinstance(last, Dense) and self._fused is not None:
+            last.emit_logits = True
+        try:
+            for layer in reversed(layers):
+                dout = layer.backward(dout)
+                if dout is None:
+                    break
+        finally:
+            if isinstance(last, Dense):
+                last.emit_logits = False
+        return dout
+
+    def _active_loss(self) -> losses_mod.Loss:
+        return self._fused if self._fused is not None else self.loss
+
+    # -- gradient-check hooks ---------------------------------------------------------------
+    def prepare_targets(self, y: Any) -> Any:
+        """Targets as backend arrays the loss accepts (labels stay integers)."""
+        self._require_compiled("prepare_targets")
+        return self._device_targets(self._host_targets(y, len(y)))
+
+    def loss_value(self, x: Any, y: Any, training: bool = True) -> float:
+        """The training loss (plus regularization) of batch (x, y)."""
+        self._require_compiled("loss_value")
+        out = self._forward_for_loss(x, training)
+        return float(self._active_loss().forward(out, y)) + self._regularization_loss()
+
+    def loss_gradients(self, x: Any, y: Any, dout: float = 1.0) -> Any:
+        """Forward, loss and backward on (x, y); returns dL/dx, grads written in place."""
+        self._require_compiled("loss_gradients")
+        out = self._forward_for_loss(x, True)
+        loss = self._active_loss()
+        loss.forward(out, y)
+        dx = self._backward_from_loss(loss.backward(dout))
+        self._add_regularization_grads(dout)
+        return dx
+
+    def _regularization_loss(self) -> float:
+        return float(sum(layer.regularization_loss() for layer in self._all_layers()))
+
+    def _add_regularization_grads(self, scale: float = 1.0) -> None:
+        for layer in self._all_layers():
+            if scale == 1.0:
+                layer.add_regularization_grads()
+            else:
+                layer.add_regularization_grads(scale)
+
+    # -- data preparation ---------------------------------------------------------------
+    def _require_compiled(self, where: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(
+                f"Sequential.{where}: the model must be compiled first: "
+                "model.compile(optimizer='adam', loss='categorical_crossentropy')"
+            )
+
+    def _host_inputs(self, x: Any, where: str) -> np.ndarray:
+        if self.backend.is_array(x) and self.backend.name == "cupy":
+            x = self.backend.to_numpy(x)
+        arr = np.asarray(x)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"Sequential.{where}: x must be a numeric array, received dtype {arr.dtype}"
+            )
+        if arr.ndim < 2:
+            raise ValueError(
+                f"Sequential.{where}: x must have a batch axis and feature axes, received "
+                f"shape {arr.shape}"
+            )
+        if arr.shape[0] == 0:
+            raise ValueError(f"Sequential.{where}: x is empty (shape {arr.shape})")
+        if self.built and tuple(arr.shape[1:]) != self.input_shape:
+            first = self.layers[0]
+            raise ValueError(
+                f"Sequential.{where}: {first.describe()} ({first.name}) expected input of shape "
+                f"{shape_str((None, *self.input_shape))}, received shape {arr.shape}"
+            )
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise ValueError(
+                f"Sequential.{where}: x contains a non-finite value ({arr[bad]}) at index {bad}"
+            )
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _targets_sparse(self) -> bool:
+        loss = self._active_loss()
+        return isinstance(loss, SparseCategoricalCrossentropy)
+
+    def _host_targets(self, y: Any, n: int) -> np.ndarray:
+        if self.backend.is_array(y) and self.backend.name == "cupy":
+            y = self.backend.to_numpy(y)
+        arr = np.asarray(y)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"Sequential: y must be numeric, received dtype {arr.dtype}")
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise ValueError(
+                f"Sequential: x and y must have the same number of samples, received "
+                f"{n} inputs and {arr.shape[0] if arr.ndim else 0} targets"
+            )
+        if self._targets_sparse():
+            classes = self.output_shape[-1] if self.built else None
+            if classes is not None:
+                dummy = np.empty((n, classes), dtype=self.dtype)
+                labels = prepare_labels(get_backend("numpy"), dummy, arr,
+                                        self.loss.describe())
+                return np.ascontiguousarray(labels)
+            return np.ascontiguousarray(arr.reshape(-1).astype(np.int64))
+        if arr.ndim == 1 and self.built and self.output_shape == (1,):
+            arr = arr.reshape(-1, 1)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ValueError("Sequential: y contains non-finite values")
+        if self.built and tuple(arr.shape[1:]) != self.output_shape:
+            raise ValueError(
+                f"Sequential: targets of shape {arr.shape} do not match the model's output "
+                f"shape {shape_str((None, *self.output_shape))}"
+                + (" (integer labels need loss='sparse_categorical_crossentropy', or use "
+                   "fastnn.utils.to_categorical)" if arr.ndim == 1 else "")
+            )
+        return np.ascontiguousarray(arr, dtype=self.dtype)
+
+    def _device_targets(self, y_host: np.ndarray) -> Any:
+        return self.backend.asarray(y_host)
+
+    def _resolve_metrics(self, y_host: np.ndarray) -> None:
+        sparse = y_host.dtype.kind in "iu" and self._targets_sparse()
+        out_dim = self.output_shape[-1] if self.output_shape else 1
+        self._metric_fns = []
+        for spec in self._metric_specs:
+            self._metric_fns.append(
+                metrics_mod.resolve(spec, self.loss.name, out_dim, sparse)
+            )
+        self.metric_names = [name for name, _ in self._metric_fns]
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        batch_size: int | None = 32,
+        epochs: int = 1,
+        verbose: int | str = 1,
+        callbacks: Sequence[Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: tuple[Any, Any] | None = None,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+        seed: int | None = None,
+    ) -> History:
+        """Train for ``epochs`` passes over (x, y) in minibatches; returns a History.
+
+        Args:
+            x: inputs, (N, ...) array-like.
+            y: targets: (N, C) one-hot/values, or (N,) integer labels for sparse losses.
+            batch_size: samples per step (None: 32; 1: online learning; N: full batch).
+            epochs: index of the last epoch (Keras semantics with ``initial_epoch``).
+            verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+            callbacks: Callback objects.
+            validation_split: fraction of the last samples held out (before shuffling).
+            validation_data: (x_val, y_val), evaluated after every epoch.
+            shuffle: reshuffle the training samples every epoch.
+            initial_epoch: epoch to start from (for resuming).
+            seed: reseed the model's shuffling generator before training.
+
+        Raises:
+            RuntimeError: the model is not compiled.
+            ValueError / TypeError: bad data, with the shapes or values at fault.
+            DivergenceError: the loss became NaN/Inf; names epoch, batch and layer.
+        """
+        self._require_compiled("fit")
+        batch_size = _check_batch_size(batch_size)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"Sequential.fit: epochs must be an integer >= 0. Received: "
+                             f"epochs={epochs!r}")
+        if not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError("Sequential.fit: validation_split must be in [0, 1). Received: "
+                             f"validation_split={validation_split}")
+        x_host = self._host_inputs(x, "fit")
+        if not self.built:
+            self.build(x_host.shape[1:])
+        y_host = self._host_targets(y, x_host.shape[0])
+        if validation_split and validation_data is None:
+            n_val = int(math.floor(x_host.shape[0] * float(validation_split)))
+            if n_val == 0 or n_val == x_host.shape[0]:
+                raise ValueError(
+                    f"Sequential.fit: validation_split={validation_split} leaves "
+                    f"{x_host.shape[0] - n_val} training and {n_val} validation samples"
+                )
+            validation_data = (x_host[-n_val:], y_host[-n_val:])
+            x_host, y_host = x_host[:-n_val], y_host[:-n_val]
+        val = None
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("Sequential.fit: validation_data must be a pair (x_val, y_val)")
+            xv = self._host_inputs(validation_data[0], "fit(validation_data)")
+            val = (xv, self._host_targets(validation_data[1], xv.shape[0]))
+        self._resolve_metrics(y_host)
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+
+        history = History()
+        cb = CallbackList(callbacks, model=self, history=history, verbose=verbose,
+                          epochs=epochs, steps=math.ceil(x_host.shape[0] / batch_size))
+        self.history = history
+        self.stop_training = False
+        n = x_host.shape[0]
+        self._set_training_mode(True)
+        try:
+            cb.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                cb.on_epoch_begin(epoch)
+                start = time.perf_counter()
+                order = self.rng.permutation(n) if shuffle else np.arange(n)
+                totals = self._run_epoch(x_host, y_host, order, batch_size, epoch, cb)
+                logs = {k: v / n for k, v in totals.items()}
+                if val is not None:
+                    self._set_training_mode(False)
+                    val_logs = self._evaluate_host(val[0], val[1], batch_size)
+                    self._set_training_mode(True)
+                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                logs["time"] = time.perf_counter() - start
+                cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+            cb.on_train_end()
+        finally:
+            self._set_training_mode(False)
+        return history
+
+    def _set_training_mode(self, on: bool) -> None:
+        for layer in self._all_layers():
+            if on:
+                layer.reuse_buffers = True
+            else:
+                layer.release_buffers()
+        if self.layers:
+            # The first layer's input gradient is never used while training.
+            self.layers[0].need_input_grad = not on
+
+    def _run_epoch(self, x_host, y_host, order, batch_size, epoch, cb) -> dict[str, float]:
+        n = x_host.shape[0]
+        be = self.backend
+        loss_obj = self._active_loss()
+        totals = {"loss": 0.0, **{name: 0.0 for name in self.metric_names}}
+        xbuf = np.empty((min(batch_size, n), *x_host.shape[1:]), dtype=x_host.dtype)
+        ybuf = np.empty((min(batch_size, n), *y_host.shape[1:]), dtype=y_host.dtype)
+        for step, lo in enumerate(range(0, n, batch_size)):
+            idx = order[lo:lo + batch_size]
+            m = idx.shape[0]
+            xb_host = np.take(x_host, idx, axis=0, out=xbuf[:m])
+            yb_host = np.take(y_host, idx, axis=0, out=ybuf[:m])
+            cb.on_train_batch_begin(step)
+            xb = be.asarray(xb_host)  # the one host-to-device transfer of this batch
+            yb = be.asarray(yb_host)
+            out = self._forward_for_loss(xb, True)
+            loss = float(loss_obj.forward(out, yb))
+            if self._regularization_present():
+                loss += self._regularization_loss()
+            if not math.isfinite(loss):
+                self._raise_divergence(xb, epoch, step, loss)
+            dout = loss_obj.backward()
+            self._backward_from_loss(dout)
+            self._add_regularization_grads()
+            self.optimizer.update(self._param_list(), self._grad_list())
+            totals["loss"] += loss * m
+            batch_logs = {"loss": loss, "size": m}
+            for name, fn in self._metric_fns:
+                value = float(fn(be.xp, out, yb).sum())
+                totals[name] += value
+                batch_logs[name] = value / m
+            cb.on_train_batch_end(step, batch_logs)
+            if self.stop_training:
+                break
+        return totals
+
+    def _regularization_present(self) -> bool:
+        return any(type(layer).regularization_loss is not Layer.regularization_loss
+                   for layer in self._all_layers())
+
+    def _param_list(self) -> dict[str, Any]:
+        return {name: p for name, p, _ in self.named_parameters()}
+
+    def _grad_list(self) -> dict[str, Any]:
+        return {name: g for name, _, g in self.named_parameters()}
+
+    def _raise_divergence(self, xb, epoch: int, step: int, loss: float) -> None:
+        """Locate the first non-finite parameter or layer output and raise."""
+        for name, p, _ in self.named_parameters():
+            if not bool(self.backend.xp.isfinite(p).all()):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch + 1}, batch {step + 1}: loss is {loss}; "
+                    f"parameter {name!r} became non-finite (an earlier gradient blew up — "
+                    "lower the learning rate or clip gradients)"
+                )
+        h = xb
+        for layer in self.layers:
+            h = layer.forward(h, training=True)
+            if not bool(self.backend.xp.isfinite(h).all()):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch + 1}, batch {step + 1}: loss is {loss}; "
+                    f"the output of {layer.describe()} ({layer.name}) became non-finite"
+                )
+        raise DivergenceError(
+            f"training diverged at epoch {epoch + 1}, batch {step + 1}: the loss "
+            f"({self.loss.describe()}) is {loss} although every layer output is finite"
+        )
+
+    # -- evaluation / prediction --------------------------------------------------------
+    def evaluate(
+        self, x: Any, y: Any, batch_size: int | None = 32, verbose: int = 0,
+        return_dict: bool = False,
+    ) -> Any:
+        """Loss and metrics on (x, y): a float, a list [loss, *metrics], or a dict."""
+        self._require_compiled("evaluate")
+        batch_size = _check_batch_size(batch_size)
+        x_host = self._host_inputs(x, "evaluate")
+        if not self.built:
+            self.build(x_host.shape[1:])
+        y_host = self._host_targets(y, x_host.shape[0])
+        if not self._metric_fns and self._metric_specs:
+            self._resolve_metrics(y_host)
+        logs = self._evaluate_host(x_host, y_host, batch_size)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        if return_dict:
+            return logs
+        if not self.metric_names:
+            return logs["loss"]
+        return [logs["loss"], *[logs[name] for name in self.metric_names]]
+
+    def _evaluate_host(self, x_host, y_host, batch_size) -> dict[str, float]:
+        be = self.backend
+        loss_obj = self._active_loss()
+        n = x_host.shape[0]
+        totals = {"loss": 0.0, **{name: 0.0 for name in self.metric_names}}
+        for lo in range(0, n, batch_size):
+            xb = be.asarray(x_host[lo:lo + batch_size])
+            yb = be.asarray(y_host[lo:lo + batch_size])
+            m = xb.shape[0]
+            out = self._forward_for_loss(xb, False)
+            totals["loss"] += float(loss_obj.forward(out, yb)) * m
+            for name, fn in self._metric_fns:
+                totals[name] += float(fn(be.xp, out, yb).sum())
+        logs = {k: v / n for k, v in totals.items()}
+        logs["loss"] += self._regularization_loss()
+        return logs
+
+    def predict(self, x: Any, batch_size: int | None = 32, verbose: int = 0) -> np.ndarray:
+        """Model outputs for ``x`` as a NumPy array (probabilities for a softmax model)."""
+        batch_size = _check_batch_size(batch_size)
+        x_host = self._host_inputs(x, "predict")
+        if not self.built:
+            self.build(x_host.shape[1:])
+        be = self.backend
+        outs = []
+        for lo in range(0, x_host.shape[0], batch_size):
+            out = self.forward(be.asarray(x_host[lo:lo + batch_size]), training=False)
+            outs.append(be.to_numpy(out))
+        return np.concatenate(outs, axis=0)
+
+    # -- summary --------------------------------------------------------------------------
+    def summary(self, print_fn=print) -> str:
+        """Print (and return) a table of layers, output shapes and parameter counts."""
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        total = trainable = 0
+        for layer in self.layers:
+            shape = shape_str((None, *layer.output_shape)) if layer.built else "(unbuilt)"
+            count = layer.count_params() if layer.built else 0
+            total += count
+            trainable += count if layer.trainable else 0
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{count:,}"))
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        rule = "=" * sum(widths)
+        lines = [f'Model: "{self.name}" (backend: {self.backend.name}, dtype: {self.dtype.name})',
+                 rule]
+        for i, row in enumerate(rows):
+            lines.append("".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+            lines.append(rule if i == 0 else "-" * sum(widths))
+        lines[-1] = rule
+        lines.append(f"Total params: {total:,}")
+        lines.append(f"Trainable params: {trainable:,}")
+        lines.append(f"Non-trainable params: {total - trainable:,}")
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+def _layer_arrays(layer: Layer) -> list[Any]:
+    arrays = list(layer.params.values())
+    for sub in layer.sublayers():
+        arrays.extend(_layer_arrays(sub))
+    return arrays
+
+
+def _check_batch_size(batch_size: int | None) -> int:
+    if batch_size is None:
+        return 32
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+        batch_size < 1
+    ):
+        raise ValueError(
+            f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
+        )
+    return int(batch_size)

@@ -1,0 +1,37 @@
+"""Optimizers: classes and Keras strings."""
+
+from __future__ import annotations
+
+from fastnn.optimizers.adam import Adam
+from fastnn.optimizers.base import Optimizer
+from fastnn.optimizers.sgd import SGD
+
+_REGISTRY: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+
+
+def register(name: str, cls: type[Optimizer]) -> None:
+    """Make ``cls`` available as the Keras string ``name``."""
+    _REGISTRY[name] = cls
+
+
+def names() -> list[str]:
+    """Every accepted optimizer string."""
+    return sorted(_REGISTRY)
+
+
+def get(identifier: str | Optimizer, backend=None) -> Optimizer:
+    """An optimizer from a Keras string or an instance; ValueError listing valid names."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if not isinstance(identifier, str):
+        raise TypeError(
+            "optimizer must be a name such as 'adam' or an Optimizer, received "
+            f"{type(identifier).__name__}"
+        )
+    key = identifier.strip().lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown optimizer {identifier!r}; valid names: {', '.join(names())}")
+    return _REGISTRY[key](backend=backend)
+
+
+__all__ = ["SGD", "Adam", "Optimizer", "get", "names", "register"]

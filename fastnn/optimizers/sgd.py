@@ -1,0 +1,73 @@
+"""Stochastic gradient descent with momentum and Nesterov momentum."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastnn.optimizers.base import Optimizer
+
+
+class SGD(Optimizer):
+    """SGD with the ``torch.optim.SGD`` update rule.
+
+    g = grad + weight_decay * p; with momentum m: buf = g on the first step, then
+    buf = m * buf + (1 - dampening) * g; g = g + m * buf if ``nesterov`` else buf;
+    p -= lr * g.
+
+    Args:
+        learning_rate: step size (default 0.01, Keras's default).
+        momentum: momentum factor (default 0).
+        nesterov: Nesterov momentum (needs momentum > 0 and dampening 0).
+        weight_decay: L2 penalty added to the gradient (default 0).
+        dampening: dampening of the momentum (default 0).
+        backend: backend of the parameters.
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        dampening: float = 0.0,
+        backend: Any = None,
+    ) -> None:
+        super().__init__(learning_rate, weight_decay, backend)
+        if not momentum >= 0.0:
+            raise ValueError(f"SGD: momentum must be >= 0. Received: momentum={momentum}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                "SGD: Nesterov momentum needs momentum > 0 and dampening = 0. Received: "
+                f"momentum={momentum}, dampening={dampening}"
+            )
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.dampening = float(dampening)
+
+    def get_config(self) -> dict:
+        """Hyper-parameters."""
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "dampening": self.dampening,
+        }
+
+    def create_slots(self, param):
+        """The momentum buffer (when momentum > 0)."""
+        return {"momentum": self.zeros_like(param)} if self.momentum else {}
+
+    def update_one(self, param, grad, slots, lr, tmp):
+        """One SGD step on ``param``."""
+        self.backend.sgd_update(
+            param,
+            grad,
+            buf=slots.get("momentum"),
+            tmp=tmp,
+            lr=lr,
+            momentum=self.momentum,
+            dampening=self.dampening,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+            first_step=self.iterations == 1,
+        )

@@ -1,0 +1,54 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per backend.
+
+Backends that cannot run here are skipped with the backend's own reason, never passed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn.backends import NAMES, unavailable_reason
+
+# Relative tolerances for "equals the NumPy reference", by dtype.
+RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-7}
+ATOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+
+_MARKS = {"numpy": (), "numba": (pytest.mark.numba,), "cupy": (pytest.mark.gpu,)}
+
+
+def _backend_params():
+    return [pytest.param(name, marks=_MARKS[name], id=name) for name in NAMES]
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request) -> fastnn.Backend:
+    """A backend object; skips with the reason when it cannot run on this machine."""
+    reason = unavailable_reason(request.param)
+    if reason is not None:
+        pytest.skip(reason)
+    be = fastnn.get_backend(request.param)
+    be.seed(0)
+    return be
+
+
+@pytest.fixture
+def reference() -> fastnn.Backend:
+    """The NumPy reference backend."""
+    return fastnn.get_backend("numpy")
+
+
+def assert_close(actual, expected, dtype=np.float64, what: str = "") -> None:
+    """assert_allclose with the per-dtype tolerance table, on host copies."""
+    dt = np.dtype(dtype)
+    np.testing.assert_allclose(
+        np.asarray(_host(actual)), np.asarray(_host(expected)), rtol=RTOL[dt], atol=ATOL[dt],
+        err_msg=what,
+    )
+
+
+def _host(a):
+    if hasattr(a, "get"):
+        return a.get()
+    return a
