@@ -10,6 +10,7 @@ from fastnn import (
     losses,
     metrics,
     optimizers,
+    regularizers,
     utils,
 )
 from fastnn._version import __version__
@@ -25,7 +26,20 @@ from fastnn.callbacks import Callback, History
 from fastnn.config import floatx, set_floatx
 from fastnn.errors import BackendUnavailableError, DivergenceError, GradcheckError, NotBuiltError
 from fastnn.gradcheck import GradcheckReport, gradcheck, numerical_gradient
-from fastnn.layers import Activation, Dense, Layer, ReLU, Sigmoid, Softmax, Step, Tanh
+from fastnn.layers import (
+    Activation,
+    Dense,
+    Dropout,
+    Flatten,
+    Input,
+    Layer,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Step,
+    Tanh,
+)
 from fastnn.losses import (
     CategoricalCrossentropy,
     Loss,
@@ -47,15 +61,19 @@ __all__ = [
     "CategoricalCrossentropy",
     "Dense",
     "DivergenceError",
+    "Dropout",
+    "Flatten",
     "GradcheckError",
     "GradcheckReport",
     "History",
+    "Input",
     "Layer",
     "Loss",
     "MeanSquaredError",
     "NotBuiltError",
     "Optimizer",
     "ReLU",
+    "Reshape",
     "Sequential",
     "Sigmoid",
     "Softmax",
@@ -79,6 +97,7 @@ __all__ = [
     "metrics",
     "numerical_gradient",
     "optimizers",
+    "regularizers",
     "set_backend",
     "set_floatx",
     "set_seed",

@@ -101,17 +101,12 @@ class GradcheckReport:
 
 
 def _as_f64(be, a, what):
-    if be.is_array(a):
-        arr = a
-    else:
-        host = np.asarray(a)
-        if host.dtype == object or host.dtype.kind not in "biuf":
-            raise TypeError(f"gradcheck: {what} must be a numeric array, received {host.dtype}")
-        arr = be.asarray(host)
-    if arr.dtype.kind in "fiub":
-        arr = arr.astype(np.float64)
+    arr = a if be.is_array(a) else be.asarray(np.asarray(a))
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(f"gradcheck: {what} must be a numeric array, received dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
     host = be.to_numpy(arr)
-    if host.dtype.kind == "f" and not np.isfinite(host).all():
+    if not np.isfinite(host).all():
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(host))[0])
         raise ValueError(
             f"gradcheck: {what} contains a non-finite value {host[bad]} at index {bad}; "

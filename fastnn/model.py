@@ -361,9 +361,7 @@ class Sequential:
 
     def _add_regularization_grads(self, scale: float = 1.0) -> None:
         for layer in self._all_layers():
-            if scale == 1.0:
-                layer.add_regularization_grads()
-            else:
+            if layer.regularizers:
                 layer.add_regularization_grads(scale)
 
     # -- data preparation ---------------------------------------------------------------
@@ -593,8 +591,7 @@ class Sequential:
         return totals
 
     def _regularization_present(self) -> bool:
-        return any(type(layer).regularization_loss is not Layer.regularization_loss
-                   for layer in self._all_layers())
+        return any(layer.regularizers for layer in self._all_layers())
 
     def _param_list(self) -> dict[str, Any]:
         return {name: p for name, p, _ in self.named_parameters()}

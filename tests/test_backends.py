@@ -21,7 +21,8 @@ def test_numpy_always_available():
 
 
 def test_unknown_backend_name():
-    with pytest.raises(ValueError, match="unknown backend 'torch'; valid names: numpy, numba, cupy"):
+    expected = "unknown backend 'torch'; valid names: numpy, numba, cupy"
+    with pytest.raises(ValueError, match=expected):
         get_backend("torch")
 
 
@@ -110,5 +111,7 @@ def test_import_with_numpy_alone(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "['numpy']"
-    assert any(line.startswith("numba UNAVAILABLE") and "pip install numba" in line for line in lines)
+    assert any(
+        line.startswith("numba UNAVAILABLE") and "pip install numba" in line for line in lines
+    )
     assert any(line.startswith("cupy UNAVAILABLE") and "cupy" in line for line in lines)

@@ -62,9 +62,12 @@ class Backend:
         """Reseed this backend's generators (host and, for GPUs, device)."""
         self.rng = np.random.default_rng(seed)
 
-    def rand_like_host(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Uniform [0, 1) numbers of ``shape`` drawn on the host from ``rng``, on the device."""
-        return self.asarray(self.rng.random(shape).astype(dtype, copy=False))
+    def uniform(self, shape: tuple[int, ...], dtype: Any = np.float64) -> Any:
+        """Uniform [0, 1) numbers of ``shape`` from this backend's seeded generator."""
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            dt = np.dtype(np.float64)
+        return self.rng.random(shape, dtype=dt)
 
     # -- misc -------------------------------------------------------------------------
     def num_threads(self) -> int:

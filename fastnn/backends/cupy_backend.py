@@ -36,6 +36,10 @@ class CupyBackend(Backend):
         """Wait for all work queued on the current device."""
         self._cupy.cuda.Device().synchronize()
 
+    def uniform(self, shape: tuple[int, ...], dtype: Any = np.float64) -> Any:
+        """Uniform [0, 1) numbers drawn on the GPU by CuPy's seeded generator."""
+        return self._cupy.random.random_sample(shape).astype(dtype, copy=False)
+
     def seed(self, seed: int | None) -> None:
         """Reseed the host generator and CuPy's device generator."""
         super().seed(seed)

@@ -3,5 +3,20 @@
 from fastnn.layers.activations import Activation, ReLU, Sigmoid, Softmax, Step, Tanh
 from fastnn.layers.base import Layer
 from fastnn.layers.dense import Dense
+from fastnn.layers.dropout import Dropout
+from fastnn.layers.reshape import Flatten, Input, Reshape
 
-__all__ = ["Activation", "Dense", "Layer", "ReLU", "Sigmoid", "Softmax", "Step", "Tanh"]
+__all__ = [
+    "Activation",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Input",
+    "Layer",
+    "ReLU",
+    "Reshape",
+    "Sigmoid",
+    "Softmax",
+    "Step",
+    "Tanh",
+]

@@ -73,6 +73,8 @@ class Layer:
         self._out_shape_seen: tuple[int, ...] | None = None  # shape of the last forward output
         # Layers that come first need no input gradient; a model clears this to skip dx.
         self.need_input_grad = True
+        # Weight penalties by parameter key (see fastnn.regularizers).
+        self.regularizers: dict[str, Any] = {}
 
     # -- identity ---------------------------------------------------------------------
     def describe(self) -> str:
@@ -259,9 +261,23 @@ class Layer:
         """Constructor arguments that rebuild this layer (for saving)."""
         return {"name": self.name, "dtype": self.dtype.name, "trainable": self.trainable}
 
-    def regularization_loss(self) -> float:
-        """Penalty this layer adds to the loss (regularizers); 0 by default."""
-        return 0.0
+    def set_regularizer(self, key: str, regularizer: Any) -> None:
+        """Attach a weight penalty (name or Regularizer, None for none) to parameter ``key``."""
+        from fastnn import regularizers
 
-    def add_regularization_grads(self) -> None:
-        """Add the regularization penalty's gradient to ``grads`` (no-op by default)."""
+        reg = regularizers.get(regularizer)
+        if reg is None:
+            self.regularizers.pop(key, None)
+        else:
+            self.regularizers[key] = reg
+
+    def regularization_loss(self) -> float:
+        """Sum of the weight penalties of this layer's parameters (0 without regularizers)."""
+        return float(sum(reg.penalty(self.params[key]) for key, reg in self.regularizers.items()
+                         if key in self.params))
+
+    def add_regularization_grads(self, scale: float = 1.0) -> None:
+        """Add ``scale`` times the penalties' gradients to ``grads`` in place."""
+        for key, reg in self.regularizers.items():
+            if key in self.params:
+                reg.add_gradient(self.params[key], self.grads[key], scale)

@@ -22,6 +22,8 @@ class Dense(Layer):
         kernel_initializer: initializer name or object for ``W``.
         bias_initializer: initializer name or object for ``b``.
         input_dim: input features, to build before the first call (Keras's ``input_dim``).
+        kernel_regularizer: penalty on ``W`` ("l1", "l2", a Regularizer, or None).
+        bias_regularizer: penalty on ``b``.
         **kwargs: Layer arguments (name, backend, dtype, input_shape, trainable).
     """
 
@@ -33,6 +35,8 @@ class Dense(Layer):
         kernel_initializer: Any = "glorot_uniform",
         bias_initializer: Any = "zeros",
         input_dim: int | None = None,
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
@@ -45,6 +49,8 @@ class Dense(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
+        self.set_regularizer("W", kernel_regularizer)
+        self.set_regularizer("b", bias_regularizer)
         # Set by a model that fuses a final softmax into softmax-cross-entropy: forward
         # then returns the logits and backward treats the activation as linear.
         self.emit_logits = False
