@@ -62,6 +62,9 @@ class Layer:
         self.dtype = resolve_float_dtype(dtype, f"{type(self).__name__}")
         self.params: dict[str, Any] = {}
         self.grads: dict[str, Any] = {}
+        # Non-trainable arrays that are part of the model (e.g. BatchNorm running stats):
+        # saved and loaded with the weights, never touched by optimizers.
+        self.states: dict[str, Any] = {}
         self.trainable = trainable
         self.built = False
         self.input_shape: tuple[int, ...] | None = None
@@ -114,6 +117,14 @@ class Layer:
         value = self.backend.asarray(host, dtype=self.dtype)
         self.params[key] = value
         self.grads[key] = self.backend.xp.zeros_like(value)
+        return value
+
+    def add_state(self, key: str, shape: tuple[int, ...], initializer: Any = "zeros") -> Any:
+        """Create non-trainable array ``key`` (saved with the weights, no gradient)."""
+        init = initializers.get(initializer)
+        host = init(tuple(shape), self.backend.rng).astype(self.dtype)
+        value = self.backend.asarray(host, dtype=self.dtype)
+        self.states[key] = value
         return value
 
     def ensure_built(self, x: Any) -> None:
@@ -237,7 +248,11 @@ class Layer:
         for key in list(self.params):
             self.params[key] = self.params[key].astype(dt)
             self.grads[key] = self.grads[key].astype(dt)
+        for key in list(self.states):
+            self.states[key] = self.states[key].astype(dt)
         self._buffers.clear()
+        for sub in self.sublayers():
+            sub.cast(dt)
 
     def to_backend(self, backend: str | Backend) -> None:
         """Move this layer (parameters and gradient buffers) to another backend."""
@@ -248,6 +263,8 @@ class Layer:
         for key in list(self.params):
             self.params[key] = new.asarray(old.to_numpy(self.params[key]), dtype=self.dtype)
             self.grads[key] = new.xp.zeros_like(self.params[key])
+        for key in list(self.states):
+            self.states[key] = new.asarray(old.to_numpy(self.states[key]), dtype=self.dtype)
         self.backend = new
         self._buffers.clear()
         for sub in self.sublayers():
