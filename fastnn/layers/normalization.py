@@ -168,17 +168,28 @@ class BatchNormalization(_Normalization):
     def _param_sum_axes(self, ndim):
         return tuple(a for a in range(ndim) if a != self._feat)
 
+    def _channels_view(self, a):
+        """``a`` as (A, C, B): batch-and-leading axes, features, trailing axes."""
+        f = self._feat
+        lead = 1
+        for d in a.shape[:f]:
+            lead *= d
+        return a.reshape(lead, a.shape[f], -1)
+
     def _forward(self, x, training):
-        axes = self._param_sum_axes(x.ndim)
         self._training = bool(training)
         if training:
-            xhat, inv_std, mean, var = self._standardize(x, axes)
+            be = self.backend
+            x3 = self._channels_view(be.xp.ascontiguousarray(x))
+            xhat3, inv_std, mean, var = be.norm_channels_forward(
+                x3, self.epsilon, xhat=self.buffer("xhat", x3.shape))
+            xhat = xhat3.reshape(x.shape)
             m = self.momentum
             mm, mv = self.states["moving_mean"], self.states["moving_variance"]
             mm *= m
-            mm += (1.0 - m) * mean.reshape(-1)
+            mm += (1.0 - m) * mean
             mv *= m
-            mv += (1.0 - m) * var.reshape(-1)
+            mv += (1.0 - m) * var
         else:
             shape = self._param_shape(x.ndim)
             mean = self.states["moving_mean"].reshape(shape)
@@ -193,7 +204,11 @@ class BatchNormalization(_Normalization):
         dxhat = self._affine_backward(dout)
         if not self._training:
             return dxhat * self._inv_std
-        return self._standardize_backward(dxhat, self._param_sum_axes(dout.ndim))
+        be = self.backend
+        d3 = self._channels_view(be.xp.ascontiguousarray(dxhat))
+        dx = be.norm_channels_backward(d3, self._channels_view(self._xhat), self._inv_std,
+                                       out=self.buffer("dx", d3.shape))
+        return dx.reshape(dout.shape)
 
 
 class LayerNormalization(_Normalization):
@@ -241,12 +256,32 @@ class LayerNormalization(_Normalization):
     def _param_sum_axes(self, ndim):
         return tuple(a for a in range(ndim) if a not in self._axes)
 
+    def _trailing(self, ndim: int) -> bool:
+        return self._axes == tuple(range(ndim - len(self._axes), ndim))
+
     def _forward(self, x, training):
-        self._xhat, self._inv_std, _, _ = self._standardize(x, self._axes)
+        be = self.backend
+        if self._trailing(x.ndim):
+            size = 1
+            for a in self._axes:
+                size *= x.shape[a]
+            rows = be.xp.ascontiguousarray(x).reshape(-1, size)
+            xhat, self._inv_std = be.norm_rows_forward(rows, self.epsilon,
+                                                       xhat=self.buffer("xhat", rows.shape))
+            self._xhat = xhat.reshape(x.shape)
+        else:
+            self._xhat, self._inv_std, _, _ = self._standardize(x, self._axes)
         return self._affine(self._xhat)
 
     def _backward(self, dout):
-        return self._standardize_backward(self._affine_backward(dout), self._axes)
+        dxhat = self._affine_backward(dout)
+        if not self._trailing(dout.ndim):
+            return self._standardize_backward(dxhat, self._axes)
+        be = self.backend
+        rows = be.xp.ascontiguousarray(dxhat).reshape(self._inv_std.shape[0], -1)
+        dx = be.norm_rows_backward(rows, self._xhat.reshape(rows.shape), self._inv_std,
+                                   out=self.buffer("dx", rows.shape))
+        return dx.reshape(dout.shape)
 
 
 class GroupNormalization(_Normalization):
@@ -302,25 +337,20 @@ class GroupNormalization(_Normalization):
     def _param_sum_axes(self, ndim):
         return (0, *range(2, ndim))
 
-    def _grouped(self, a):
-        n, c = a.shape[0], a.shape[1]
-        return a.reshape(n, self.groups, c // self.groups, *a.shape[2:])
-
     def _forward(self, x, training):
-        g = self._grouped(x)
-        axes = tuple(range(2, g.ndim))
-        xhat, self._inv_std, _, _ = self._standardize(g, axes)
+        be = self.backend
+        rows = be.xp.ascontiguousarray(x).reshape(x.shape[0] * self.groups, -1)
+        xhat, self._inv_std = be.norm_rows_forward(rows, self.epsilon,
+                                                   xhat=self.buffer("xhat", rows.shape))
         self._xhat = xhat.reshape(x.shape)
         return self._affine(self._xhat)
 
     def _backward(self, dout):
-        dxhat = self._grouped(self._affine_backward(dout))
-        saved = self._xhat
-        self._xhat = self._grouped(saved)
-        try:
-            dx = self._standardize_backward(dxhat, tuple(range(2, dxhat.ndim)))
-        finally:
-            self._xhat = saved
+        be = self.backend
+        dxhat = be.xp.ascontiguousarray(self._affine_backward(dout))
+        rows = dxhat.reshape(self._inv_std.shape[0], -1)
+        dx = be.norm_rows_backward(rows, self._xhat.reshape(rows.shape), self._inv_std,
+                                   out=self.buffer("dx", rows.shape))
         return dx.reshape(dout.shape)
 
 
