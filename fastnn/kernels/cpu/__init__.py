@@ -1,1 +1,23 @@
-"""Numba CPU kernels. Importing this package registers the ``numba`` op overrides."""
+"""Numba CPU kernels. Importing this package registers the ``numba`` op overrides.
+
+Modules: ``jit`` (the shared JIT flags, lazy per-dtype compilation, the on-disk cache),
+``threads`` (thread count, flush-to-zero), ``fastexp`` (a vectorisable exp), and one module
+of overrides per family of reference ops: ``activations``, ``softmax``, ``losses``,
+``optimizers``. ``matmul``, ``linear`` and ``linear_backward`` stay with BLAS (the reference).
+"""
+
+from fastnn.kernels.cpu import (  # noqa: F401
+    activations,
+    activations_extra,  # noqa: F401  (leaky_relu, elu, gelu, ... kernels)
+    conv,  # noqa: F401
+    losses,
+    optimizers,
+    optimizers_extra,  # noqa: F401
+    recurrent,  # noqa: F401
+    softmax,
+)
+from fastnn.kernels.cpu.threads import get_num_threads, launch_threads, set_num_threads
+
+launch_threads()
+
+__all__ = ["get_num_threads", "set_num_threads"]

@@ -10,7 +10,9 @@ and float64 share one source text and each dtype compiles to its own small modul
 The launch constants and flag values that the host code in :mod:`fastnn.kernels.cuda.ops`
 relies on are defined here in Python and written into the source as ``#define``\\ s, so
 the two sides cannot drift apart. This module holds text only: it needs neither CuPy
-nor a GPU. ``tests/test_cuda_compile.py`` compiles every source with NVRTC.
+nor a GPU. Every family is registered in :data:`SOURCES`, which
+``tests/test_cuda_compile.py`` compiles with NVRTC; a family defined in another module of
+this package (``<name>_sources.py``) joins it with :func:`register_source` on import.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _defines() -> str:
         f"#define FASTNN_COLUMN_ROWS {COLUMN_ROWS}",
         f"#define FASTNN_COLUMN_THREADS {COLUMN_TILE * COLUMN_ROWS}",
     ]
-    lines += [f"#define FASTNN_ACT_{name.upper()} {code}" for name, code in ACTIVATION_CODES.items()]
+    lines += [f"#define FASTNN_ACT_{act.upper()} {code}" for act, code in ACTIVATION_CODES.items()]
     lines += [f"#define FASTNN_SGD_{name.upper()} {bit}" for name, bit in SGD_FLAGS.items()]
     lines += [f"#define FASTNN_ADAM_{name.upper()} {bit}" for name, bit in ADAM_FLAGS.items()]
     return "\n".join(lines) + "\n"
@@ -594,6 +596,36 @@ def _dtype_info(dtype: object) -> tuple[str, str]:
         ) from None
 
 
+# Every CUDA source of fastnn; the compile test iterates over this. Family modules
+# elsewhere in this package add theirs with register_source() when imported.
+SOURCES: dict[str, KernelSource] = {}
+
+
+def register_source(source: KernelSource) -> KernelSource:
+    """Add a kernel family to :data:`SOURCES` (so the compile test builds it) and return it.
+
+    Raises:
+        ValueError: another family has the same name or a kernel of the same name, or the
+            family's text defines other kernels than it declares.
+    """
+    existing = SOURCES.get(source.name)
+    if existing is source:
+        return source
+    if existing is not None:
+        raise ValueError(f"a CUDA kernel family named {source.name!r} is already registered")
+    written = source.declared_kernels()
+    if set(written) != set(source.kernels):
+        raise ValueError(
+            f"CUDA family {source.name!r} declares kernels {list(source.kernels)} but its "
+            f"text defines {list(written)}"
+        )
+    taken = set(source.kernels) & set(all_kernel_names())
+    if taken:
+        raise ValueError(f"CUDA family {source.name!r}: kernel names taken: {sorted(taken)}")
+    SOURCES[source.name] = source
+    return source
+
+
 ACTIVATION = KernelSource(
     name="activation",
     kernels=(
@@ -624,10 +656,11 @@ OPTIMIZER = KernelSource(
     body=_OPTIMIZER,
 )
 
-# Every CUDA source of fastnn; the compile test iterates over this.
-SOURCES: dict[str, KernelSource] = {src.name: src for src in (ACTIVATION, SOFTMAX, OPTIMIZER)}
-
 
 def all_kernel_names() -> list[str]:
-    """Every base kernel name of every family."""
+    """Every base kernel name of every registered family."""
     return [base for src in SOURCES.values() for base in src.kernels]
+
+
+for _family in (ACTIVATION, SOFTMAX, OPTIMIZER):
+    register_source(_family)

@@ -3,4 +3,13 @@
 Importing this package registers every reference op.
 """
 
-from fastnn.kernels.reference import activations, dense, losses, optimizers, softmax  # noqa: F401
+from fastnn.kernels.reference import (  # noqa: F401
+    activations,
+    conv,  # noqa: F401
+    dense,
+    losses,
+    normalization,  # noqa: F401
+    optimizers,
+    recurrent,  # noqa: F401
+    softmax,
+)

@@ -1,0 +1,407 @@
+"""Numba overrides of the recurrent ops: fused LSTM/GRU gate math and embedding scatter-add.
+
+One kernel per timestep and direction does all the elementwise work of a cell: for the LSTM
+forward pass it reads the input and recurrent pre-activations, applies the four gate
+activations, updates the cell and writes ``h`` in one pass over ``(N, 4H)``; the backward
+kernels likewise produce all gate gradients in one pass. The loop over a row's units is
+what LLVM vectorises, with the vectorisable
+:func:`~fastnn.kernels.cpu.fastexp.fast_exp` (no SVML here, PERF-NOTES); tanh is
+``1 - 2 / (exp(2x) + 1)``. The matrix
+products stay with BLAS in the layers.
+
+Gate activations handled: ``linear``, ``relu``, ``sigmoid``, ``tanh``; the usual pair
+(``tanh``, ``sigmoid``) has its own branch-free loop. Other names, and inputs the kernels
+do not take (not C-contiguous float32/float64 ndarrays of one dtype and matching shapes, or
+outputs that partly overlap inputs), go to the reference op.
+
+``embedding_backward`` splits the columns of ``dW`` over threads: each thread zeroes and
+accumulates its own columns for every id, so repeated ids add up without races.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, types
+
+from fastnn.kernels.cpu.fastexp import fast_exp
+from fastnn.kernels.cpu.jit import HELPER_FASTMATH, LazyKernel, array, cast_to
+from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
+from fastnn.kernels.reference import recurrent as ref
+from fastnn.kernels.registry import override
+
+_LINEAR, _RELU, _SIGMOID, _TANH = 0, 1, 2, 3
+
+#: Activation name -> kernel code, for the gate activations these kernels implement.
+CODES: dict[str, int] = {"linear": _LINEAR, "relu": _RELU, "sigmoid": _SIGMOID, "tanh": _TANH}
+
+#: Whether the per-step cell kernels use Numba's thread pool. One step is small (N x H
+#: units) and sits between two BLAS calls whose own threads are still spinning: measured
+#: on 2 cores, a parallel region per step cost more than it saved (PERF-NOTES: pools fight).
+CELL_PARALLEL = False
+
+#: Columns of dW one thread of the embedding kernel owns, at least.
+EMBEDDING_MIN_COLUMNS = 16
+
+# error_model="numpy": no ZeroDivisionError branch in the divisions, so loops vectorise.
+_helper = njit(fastmath=set(HELPER_FASTMATH), error_model="numpy")
+
+
+@_helper
+def _sigmoid(v):
+    one = cast_to(1.0, v)
+    return one / (one + fast_exp(-v))
+
+
+@_helper
+def _tanh(v):
+    """tanh(v) = 1 - 2 / (exp(2 v) + 1) from the vectorisable exp: exact limits -1 and 1
+    (exp gives 0 or inf), absolute error a few ulp of 1, also near 0 (inside the tested
+    tolerances)."""
+    one = cast_to(1.0, v)
+    two = cast_to(2.0, v)
+    return one - two / (fast_exp(two * v) + one)
+
+
+@_helper
+def _act(code, v):
+    if code == _SIGMOID:
+        return _sigmoid(v)
+    if code == _TANH:
+        return _tanh(v)
+    if code == _RELU:
+        zero = cast_to(0.0, v)
+        return zero if v < zero else v
+    return v
+
+
+@_helper
+def _act_grad(code, y):
+    """The derivative of the activation, from its output ``y``."""
+    one = cast_to(1.0, y)
+    if code == _SIGMOID:
+        return (one - y) * y
+    if code == _TANH:
+        return one - y * y
+    if code == _RELU:
+        return one if y > cast_to(0.0, y) else cast_to(0.0, y)
+    return one
+
+
+# -- LSTM ------------------------------------------------------------------------------
+# Each row is done in short loops over at most three arrays: one fused loop over seven
+# arrays needs more runtime alias checks than LLVM will emit and stays scalar (measured 4x
+# slower). The rows of one step (a few KiB) stay in L1 between the loops.
+def _lstm_forward_kernel(xz, hz, c_prev, gates, c, h, act_c, act, ract):
+    N, H = c.shape
+    standard = act == _TANH and ract == _SIGMOID
+    for n in prange(N):
+        old = ftz_enter()
+        g = gates[n]
+        x = xz[n]
+        r = hz[n]
+        if standard:
+            for k in range(2 * H):
+                g[k] = _sigmoid(x[k] + r[k])
+            for k in range(2 * H, 3 * H):
+                g[k] = _tanh(x[k] + r[k])
+            for k in range(3 * H, 4 * H):
+                g[k] = _sigmoid(x[k] + r[k])
+        else:
+            for k in range(2 * H):
+                g[k] = _act(ract, x[k] + r[k])
+            for k in range(2 * H, 3 * H):
+                g[k] = _act(act, x[k] + r[k])
+            for k in range(3 * H, 4 * H):
+                g[k] = _act(ract, x[k] + r[k])
+        cp = c_prev[n]
+        cn = c[n]
+        ac = act_c[n]
+        hn = h[n]
+        for j in range(H):
+            cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j]
+        if standard:
+            for j in range(H):
+                ac[j] = _tanh(cn[j])
+        else:
+            for j in range(H):
+                ac[j] = _act(act, cn[j])
+        for j in range(H):
+            hn[j] = g[3 * H + j] * ac[j]
+        ftz_exit(old)
+
+
+def _lstm_backward_kernel(dh, dc, gates, c_prev, act_c, dz, dc_prev, act, ract):
+    N, H = act_c.shape
+    for n in prange(N):
+        old = ftz_enter()
+        for j in range(H):
+            i = gates[n, j]
+            f = gates[n, H + j]
+            g = gates[n, 2 * H + j]
+            o = gates[n, 3 * H + j]
+            tc = act_c[n, j]
+            dhv = dh[n, j]
+            dct = dhv * o * _act_grad(act, tc) + dc[n, j]
+            dz[n, j] = dct * g * _act_grad(ract, i)
+            dz[n, H + j] = dct * c_prev[n, j] * _act_grad(ract, f)
+            dz[n, 2 * H + j] = dct * i * _act_grad(act, g)
+            dz[n, 3 * H + j] = dhv * tc * _act_grad(ract, o)
+            dc_prev[n, j] = dct * f
+        ftz_exit(old)
+
+
+def _lstm_forward_sig(T):
+    a2, r2 = array(T, 2), array(T, 2, True)
+    return (r2, r2, r2, a2, a2, a2, a2, types.int64, types.int64)
+
+
+def _lstm_backward_sig(T):
+    a2, r2 = array(T, 2), array(T, 2, True)
+    return (r2, r2, r2, r2, r2, a2, a2, types.int64, types.int64)
+
+
+_lstm_forward = LazyKernel(_lstm_forward_kernel, _lstm_forward_sig, parallel=CELL_PARALLEL)
+_lstm_backward = LazyKernel(_lstm_backward_kernel, _lstm_backward_sig, parallel=CELL_PARALLEL)
+
+
+# -- GRU (reset_after=True) ------------------------------------------------------------
+def _gru_forward_kernel(xz, hz, h_prev, gates, h, act, ract):
+    N, H = h.shape
+    for n in prange(N):
+        old = ftz_enter()
+        g = gates[n]
+        x = xz[n]
+        r = hz[n]
+        if ract == _SIGMOID:
+            for k in range(2 * H):
+                g[k] = _sigmoid(x[k] + r[k])
+        else:
+            for k in range(2 * H):
+                g[k] = _act(ract, x[k] + r[k])
+        if act == _TANH:
+            for j in range(H):
+                g[2 * H + j] = _tanh(x[2 * H + j] + g[H + j] * r[2 * H + j])
+        else:
+            for j in range(H):
+                g[2 * H + j] = _act(act, x[2 * H + j] + g[H + j] * r[2 * H + j])
+        hp = h_prev[n]
+        hn = h[n]
+        for j in range(H):
+            hn[j] = g[2 * H + j] + g[j] * (hp[j] - g[2 * H + j])
+        ftz_exit(old)
+
+
+def _gru_backward_kernel(dh, gates, h_prev, hz, dxz, dhz, dh_prev, act, ract):
+    N, H = dh.shape
+    one = cast_to(1.0, dh.dtype)
+    for n in prange(N):
+        old = ftz_enter()
+        for j in range(H):
+            z = gates[n, j]
+            r = gates[n, H + j]
+            nn = gates[n, 2 * H + j]
+            dhv = dh[n, j]
+            dn = dhv * (one - z) * _act_grad(act, nn)
+            dzz = dhv * (h_prev[n, j] - nn) * _act_grad(ract, z)
+            dr = dn * hz[n, 2 * H + j] * _act_grad(ract, r)
+            dxz[n, j] = dzz
+            dxz[n, H + j] = dr
+            dxz[n, 2 * H + j] = dn
+            dhz[n, j] = dzz
+            dhz[n, H + j] = dr
+            dhz[n, 2 * H + j] = dn * r
+            dh_prev[n, j] = dhv * z
+        ftz_exit(old)
+
+
+def _gru_forward_sig(T):
+    a2, r2 = array(T, 2), array(T, 2, True)
+    return (r2, r2, r2, a2, a2, types.int64, types.int64)
+
+
+def _gru_backward_sig(T):
+    a2, r2 = array(T, 2), array(T, 2, True)
+    return (r2, r2, r2, r2, a2, a2, a2, types.int64, types.int64)
+
+
+_gru_forward = LazyKernel(_gru_forward_kernel, _gru_forward_sig, parallel=CELL_PARALLEL)
+_gru_backward = LazyKernel(_gru_backward_kernel, _gru_backward_sig, parallel=CELL_PARALLEL)
+
+
+# -- embedding ---------------------------------------------------------------------------
+def _embedding_backward_kernel(ids, dout, dW, nblocks):
+    V, D = dW.shape
+    M = ids.shape[0]
+    for blk in prange(nblocks):
+        lo = blk * D // nblocks
+        hi = (blk + 1) * D // nblocks
+        for v in range(V):
+            for j in range(lo, hi):
+                dW[v, j] = 0
+        for k in range(M):
+            row = ids[k]
+            for j in range(lo, hi):
+                dW[row, j] += dout[k, j]
+
+
+def _embedding_backward_sig(T):
+    return (array(types.intp, 1, True), array(T, 2, True), array(T, 2), types.intp)
+
+
+_embedding_backward = LazyKernel(_embedding_backward_kernel, _embedding_backward_sig)
+
+
+# -- validation --------------------------------------------------------------------------
+def _codes(activation: str, recurrent_activation: str) -> tuple[int, int] | None:
+    act = CODES.get(activation)
+    ract = CODES.get(recurrent_activation)
+    if act is None or ract is None:
+        return None
+    return act, ract
+
+
+def _kernel_ready(a, dtype, shape=None) -> bool:
+    """An aligned C-contiguous ndarray of ``dtype`` (and ``shape``, when given)."""
+    if not isinstance(a, np.ndarray) or a.dtype != dtype:
+        return False
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        return False
+    return shape is None or a.shape == tuple(shape)
+
+
+def _fits(dtype, arrays_and_shapes) -> bool:
+    return all(_kernel_ready(a, dtype, shape) for a, shape in arrays_and_shapes)
+
+
+def _no_partial_overlap(outputs, inputs) -> bool:
+    """Outputs must not overlap any input, except by being the very same array."""
+    for out in outputs:
+        if not out.flags.writeable:
+            return False
+        for x in inputs:
+            if x is out:
+                continue
+            if np.may_share_memory(out, x):
+                return False
+    return True
+
+
+# -- overrides -------------------------------------------------------------------------------
+@override("numba")
+def lstm_cell_forward(
+    be, xz, hz, c_prev, gates, c, h, act_c,
+    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+):
+    """Fused LSTM step (see the reference op); one Numba kernel."""
+    codes = _codes(activation, recurrent_activation)
+    dt = getattr(c_prev, "dtype", None)
+    shape = getattr(c_prev, "shape", ())
+    if codes is None or dt not in (np.float32, np.float64) or len(shape) != 2:
+        return ref.lstm_cell_forward(be, xz, hz, c_prev, gates, c, h, act_c,
+                                     activation, recurrent_activation)
+    N, H = shape
+    g4 = (N, 4 * H)
+    ok = _fits(dt, [(xz, g4), (hz, g4), (c_prev, shape), (gates, g4), (c, shape), (h, shape),
+                    (act_c, shape)]) and _no_partial_overlap(
+        [gates, c, h, act_c], [xz, hz, c_prev])
+    if not ok:
+        return ref.lstm_cell_forward(be, xz, hz, c_prev, gates, c, h, act_c,
+                                     activation, recurrent_activation)
+    _lstm_forward[dt](xz, hz, c_prev, gates, c, h, act_c, *codes)
+    return h
+
+
+@override("numba")
+def lstm_cell_backward(
+    be, dh, dc, gates, c_prev, act_c, dz, dc_prev,
+    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+):
+    """Fused LSTM step backward (see the reference op); ``dc_prev`` may be ``dc``."""
+    codes = _codes(activation, recurrent_activation)
+    dt = getattr(act_c, "dtype", None)
+    shape = getattr(act_c, "shape", ())
+    if codes is None or dt not in (np.float32, np.float64) or len(shape) != 2:
+        return ref.lstm_cell_backward(be, dh, dc, gates, c_prev, act_c, dz, dc_prev,
+                                      activation, recurrent_activation)
+    N, H = shape
+    g4 = (N, 4 * H)
+    ok = _fits(dt, [(dh, shape), (dc, shape), (gates, g4), (c_prev, shape), (act_c, shape),
+                    (dz, g4), (dc_prev, shape)]) and _no_partial_overlap(
+        [dz, dc_prev], [dh, dc, gates, c_prev, act_c])
+    if not ok:
+        return ref.lstm_cell_backward(be, dh, dc, gates, c_prev, act_c, dz, dc_prev,
+                                      activation, recurrent_activation)
+    _lstm_backward[dt](dh, dc, gates, c_prev, act_c, dz, dc_prev, *codes)
+    return dz
+
+
+@override("numba")
+def gru_cell_forward(
+    be, xz, hz, h_prev, gates, h,
+    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+):
+    """Fused GRU step (reset_after=True; see the reference op); one Numba kernel."""
+    codes = _codes(activation, recurrent_activation)
+    dt = getattr(h_prev, "dtype", None)
+    shape = getattr(h_prev, "shape", ())
+    if codes is None or dt not in (np.float32, np.float64) or len(shape) != 2:
+        return ref.gru_cell_forward(be, xz, hz, h_prev, gates, h,
+                                    activation, recurrent_activation)
+    N, H = shape
+    g3 = (N, 3 * H)
+    ok = _fits(dt, [(xz, g3), (hz, g3), (h_prev, shape), (gates, g3), (h, shape)]) and (
+        _no_partial_overlap([gates, h], [xz, hz, h_prev]))
+    if not ok:
+        return ref.gru_cell_forward(be, xz, hz, h_prev, gates, h,
+                                    activation, recurrent_activation)
+    _gru_forward[dt](xz, hz, h_prev, gates, h, *codes)
+    return h
+
+
+@override("numba")
+def gru_cell_backward(
+    be, dh, gates, h_prev, hz, dxz, dhz, dh_prev,
+    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+):
+    """Fused GRU step backward (reset_after=True; see the reference op)."""
+    codes = _codes(activation, recurrent_activation)
+    dt = getattr(dh, "dtype", None)
+    shape = getattr(dh, "shape", ())
+    if codes is None or dt not in (np.float32, np.float64) or len(shape) != 2:
+        return ref.gru_cell_backward(be, dh, gates, h_prev, hz, dxz, dhz, dh_prev,
+                                     activation, recurrent_activation)
+    N, H = shape
+    g3 = (N, 3 * H)
+    ok = _fits(dt, [(dh, shape), (gates, g3), (h_prev, shape), (hz, g3), (dxz, g3),
+                    (dhz, g3), (dh_prev, shape)]) and _no_partial_overlap(
+        [dxz, dhz, dh_prev], [dh, gates, h_prev, hz])
+    if not ok:
+        return ref.gru_cell_backward(be, dh, gates, h_prev, hz, dxz, dhz, dh_prev,
+                                     activation, recurrent_activation)
+    _gru_backward[dt](dh, gates, h_prev, hz, dxz, dhz, dh_prev, *codes)
+    return dxz
+
+
+@override("numba")
+def embedding_backward(be, ids, dout, dW):
+    """Scatter-add of ``dout`` rows into ``dW`` by ``ids`` (see the reference op)."""
+    dt = getattr(dW, "dtype", None)
+    ok = (
+        dt in (np.float32, np.float64)
+        and isinstance(ids, np.ndarray) and ids.ndim == 1 and ids.dtype == np.intp
+        and ids.flags.c_contiguous
+        and getattr(dW, "ndim", 0) == 2 and _kernel_ready(dW, dt)
+        and _kernel_ready(dout, dt, (ids.shape[0], dW.shape[1])) and dW.flags.writeable
+        and not np.may_share_memory(dW, dout)
+    )
+    if ok and ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        ok = lo >= 0 and hi < dW.shape[0]
+    if not ok:
+        return ref.embedding_backward(be, ids, dout, dW)
+    from numba import get_num_threads
+
+    D = dW.shape[1]
+    nblocks = max(1, min(get_num_threads(), D // EMBEDDING_MIN_COLUMNS))
+    _embedding_backward[dt](ids, dout, dW, nblocks)
+    return dW
