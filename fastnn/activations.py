@@ -1,4 +1,14 @@
-"""Activation names: Keras strings resolved to the elementwise kernels or softmax."""
+"""Activation names: Keras strings resolved to the elementwise kernels or softmax.
+
+Conventions where Keras versions differ:
+
+- ``leaky_relu``: the string uses ``keras.activations.leaky_relu``'s slope 0.2; the
+  :class:`~fastnn.layers.LeakyReLU` layer defaults to 0.3 like Keras's layer.
+- ``hard_sigmoid``: Keras 3's ``relu6(x + 3) / 6`` (slope 1/6), not Keras 2's ``0.2 x + 0.5``.
+- ``gelu``: the exact erf form (Keras's default ``approximate=False``); ``gelu_tanh``
+  (alias ``gelu_approximate``) is the tanh approximation.
+- ``swish`` is ``silu`` and ``hard_swish`` is ``hard_silu``, as in Keras 3.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +16,27 @@ from fastnn.kernels.reference.activations import ACTIVATIONS
 
 # Activations that act on a whole row rather than elementwise.
 ROW_ACTIVATIONS = ("softmax", "log_softmax")
-_ALIASES = {"none": "linear", "identity": "linear"}
+#: Other accepted spellings (Keras's aliases among them) -> canonical name.
+_ALIASES = {
+    "none": "linear",
+    "identity": "linear",
+    "swish": "silu",
+    "hard_swish": "hard_silu",
+    "gelu_approximate": "gelu_tanh",
+    "leakyrelu": "leaky_relu",
+    "logsoftmax": "log_softmax",
+    "hardsigmoid": "hard_sigmoid",
+}
 
 
 def names() -> list[str]:
-    """Every activation name accepted by ``activation=`` and ``Activation(...)``."""
+    """Every canonical activation name accepted by ``activation=`` and ``Activation(...)``."""
     return sorted([*ACTIVATIONS, *ROW_ACTIVATIONS])
+
+
+def aliases() -> dict[str, str]:
+    """Accepted alternative spellings, mapped to their canonical names."""
+    return dict(_ALIASES)
 
 
 def get(identifier: str | None, where: str = "activation") -> str:

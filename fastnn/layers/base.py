@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -16,8 +17,14 @@ from fastnn.errors import NotBuiltError
 _name_counters: defaultdict[str, itertools.count] = defaultdict(lambda: itertools.count(1))
 
 
+def _snake_case(cls_name: str) -> str:
+    """``Conv2D`` -> ``conv2d``, ``SimpleRNN`` -> ``simple_rnn`` (Keras's layer names)."""
+    words = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls_name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", words).lower()
+
+
 def _auto_name(cls_name: str) -> str:
-    snake = "".join("_" + c.lower() if c.isupper() else c for c in cls_name).lstrip("_")
+    snake = _snake_case(cls_name)
     return f"{snake}_{next(_name_counters[snake])}"
 
 
@@ -136,6 +143,8 @@ class Layer:
     def forward(self, x: Any, training: bool = False) -> Any:
         """Output for input batch ``x``; caches what backward needs."""
         self.check_input(x)
+        if not x.flags.c_contiguous:  # kernels index C-ordered memory: copy other layouts
+            x = self.backend.xp.ascontiguousarray(x)
         y = self._forward(x, training)
         self._out_shape_seen = tuple(y.shape)
         return y
@@ -143,6 +152,8 @@ class Layer:
     def backward(self, dout: Any) -> Any:
         """dL/dx for upstream gradient ``dout``; writes dL/dparam into ``grads``."""
         self.check_dout(dout)
+        if not dout.flags.c_contiguous:  # a C-ordered copy; the caller's dout is never touched
+            dout = self.backend.xp.ascontiguousarray(dout)
         return self._backward(dout)
 
     def __call__(self, x: Any, training: bool = False) -> Any:
