@@ -17,14 +17,17 @@ class Adam(Optimizer):
     used (Reddi et al., 2018).
 
     Args:
-        learning_rate: step size (default 0.001).
+        learning_rate: step size (default 0.001, Keras's and torch's).
         beta_1: decay of the first moment (default 0.9).
         beta_2: decay of the second moment (default 0.999).
         epsilon: stability term (default 1e-7, Keras's default; PyTorch's is 1e-8).
         amsgrad: use AMSGrad (default False).
         weight_decay: L2 penalty added to the gradient (default 0).
         backend: backend of the parameters.
+        **kwargs: ``clipnorm``, ``clipvalue``, ``global_clipnorm`` (see :class:`Optimizer`).
     """
+
+    ops = ("adam_update",)
 
     def __init__(
         self,
@@ -35,8 +38,9 @@ class Adam(Optimizer):
         amsgrad: bool = False,
         weight_decay: float = 0.0,
         backend: Any = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(learning_rate, weight_decay, backend)
+        super().__init__(learning_rate, weight_decay, backend, **kwargs)
         for label, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"Adam: {label} must be in [0, 1). Received: {label}={beta}")

@@ -14,6 +14,9 @@ class SGD(Optimizer):
     buf = m * buf + (1 - dampening) * g; g = g + m * buf if ``nesterov`` else buf;
     p -= lr * g.
 
+    Defaults: ``learning_rate=0.01`` (Keras; torch's is 0.001), ``momentum=0``,
+    ``nesterov=False``, ``dampening=0`` (torch's argument; Keras has none).
+
     Args:
         learning_rate: step size (default 0.01, Keras's default).
         momentum: momentum factor (default 0).
@@ -21,7 +24,10 @@ class SGD(Optimizer):
         weight_decay: L2 penalty added to the gradient (default 0).
         dampening: dampening of the momentum (default 0).
         backend: backend of the parameters.
+        **kwargs: ``clipnorm``, ``clipvalue``, ``global_clipnorm`` (see :class:`Optimizer`).
     """
+
+    ops = ("sgd_update",)
 
     def __init__(
         self,
@@ -31,8 +37,9 @@ class SGD(Optimizer):
         weight_decay: float = 0.0,
         dampening: float = 0.0,
         backend: Any = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(learning_rate, weight_decay, backend)
+        super().__init__(learning_rate, weight_decay, backend, **kwargs)
         if not momentum >= 0.0:
             raise ValueError(f"SGD: momentum must be >= 0. Received: momentum={momentum}")
         if nesterov and (momentum <= 0 or dampening != 0):
