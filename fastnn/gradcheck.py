@@ -223,16 +223,26 @@ def _layer_runner(subject, x, be, seed):
         return subject.forward(x, training=True)
 
     y = forward()
-    g = be.asarray(g_rng.standard_normal(y.shape))
+    # A layer with several outputs (e.g. an RNN with return_state) returns a tuple; each
+    # output gets its own random upstream gradient and backward takes the tuple.
+    if isinstance(y, tuple):
+        g = tuple(be.asarray(g_rng.standard_normal(o.shape)) for o in y)
+    else:
+        g = be.asarray(g_rng.standard_normal(y.shape))
     state["g"] = g
 
     def scalar() -> float:
-        return float((forward() * g).sum())
+        out = forward()
+        if isinstance(out, tuple):
+            return float(sum(float((o * gi).sum()) for o, gi in zip(out, g, strict=True)))
+        return float((out * g).sum())
 
     def backprop():
         forward()
         if hasattr(subject, "zero_grads"):
             subject.zero_grads()
+        if isinstance(g, tuple):
+            return subject.backward(tuple(gi.copy() for gi in g))
         return subject.backward(g.copy())
 
     return scalar, backprop

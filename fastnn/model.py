@@ -15,10 +15,13 @@ from fastnn import optimizers as optimizers_mod
 from fastnn.backends import Backend, get_backend
 from fastnn.callbacks import Callback, CallbackList, History
 from fastnn.config import resolve_float_dtype
+from fastnn.distributed.strategy import NO_DISTRIBUTION
+from fastnn.distributed.strategy import resolve as resolve_distribution
 from fastnn.errors import DivergenceError, NotBuiltError
 from fastnn.layers.activations import Activation
 from fastnn.layers.base import Layer, shape_str
 from fastnn.layers.dense import Dense
+from fastnn.layers.masking import forward_with_masks
 from fastnn.losses.crossentropy import (
     CategoricalCrossentropy,
     SparseCategoricalCrossentropy,
@@ -43,6 +46,8 @@ class Sequential:
     """
 
     is_model = True
+    #: Hooks of distributed training (fastnn.distributed) set by ``fit``; no-ops by default.
+    _distribution = NO_DISTRIBUTION
 
     def __init__(
         self,
@@ -69,6 +74,13 @@ class Sequential:
         self.stop_training = False
         self.history: History | None = None
         self.input_shape: tuple[int, ...] | None = None
+        # Why the last fit stopped early on a non-finite loss (TerminateOnNaN), else None.
+        self.diverged: str | None = None
+        # (epoch, batch) of the last applied optimizer step, for divergence messages.
+        self._last_step: tuple[int, int] | None = None
+        # Epochs trained so far (saved in checkpoints: resume with initial_epoch=this).
+        self.epochs_completed = 0
+        self._pending_epoch: tuple[int, dict] | None = None  # (epoch, logs) during on_epoch_end
         for layer in layers or []:
             self.add(layer)
 
@@ -219,9 +231,9 @@ class Sequential:
             if not self.layers:
                 raise ValueError("Sequential.forward: the model has no layers")
             self.build(tuple(x.shape[1:]))
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
-        return x
+        # Masks of padded steps (Embedding(mask_zero=True), Masking) reach the layers
+        # that take them (recurrent layers); see fastnn.layers.masking.
+        return forward_with_masks(self.layers, x, training)
 
     def backward(self, dout: Any) -> Any:
         """Backpropagate ``dout`` through every layer; returns dL/dx (None if skipped)."""
@@ -310,9 +322,7 @@ class Sequential:
                 last.emit_logits = False
         if not self.built:
             self.build(tuple(x.shape[1:]))
-        for layer in self.layers[:-1]:
-            x = layer.forward(x, training=training)
-        return x
+        return forward_with_masks(self.layers[:-1], x, training)
 
     def _backward_from_loss(self, dout: Any) -> Any:
         layers = self.layers
@@ -324,6 +334,7 @@ class Sequential:
         try:
             for layer in reversed(layers):
                 dout = layer.backward(dout)
+                self._distribution.after_layer_backward(layer)  # may start an all-reduce
                 if dout is None:
                     break
         finally:
@@ -398,7 +409,7 @@ class Sequential:
             raise ValueError(
                 f"Sequential.{where}: x contains a non-finite value ({arr[bad]}) at index {bad}"
             )
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        return _cast_checked(arr, self.dtype, f"Sequential.{where}: x")
 
     def _targets_sparse(self) -> bool:
         loss = self._active_loss()
@@ -426,7 +437,10 @@ class Sequential:
         if arr.ndim == 1 and self.built and self.output_shape == (1,):
             arr = arr.reshape(-1, 1)
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise ValueError("Sequential: y contains non-finite values")
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise ValueError(
+                f"Sequential: y contains a non-finite value ({arr[bad]}) at index {bad}"
+            )
         if self.built and tuple(arr.shape[1:]) != self.output_shape:
             raise ValueError(
                 f"Sequential: targets of shape {arr.shape} do not match the model's output "
@@ -434,7 +448,7 @@ class Sequential:
                 + (" (integer labels need loss='sparse_categorical_crossentropy', or use "
                    "fastnn.utils.to_categorical)" if arr.ndim == 1 else "")
             )
-        return np.ascontiguousarray(arr, dtype=self.dtype)
+        return _cast_checked(arr, self.dtype, "Sequential: y")
 
     def _device_targets(self, y_host: np.ndarray) -> Any:
         return self.backend.asarray(y_host)
@@ -463,6 +477,7 @@ class Sequential:
         shuffle: bool = True,
         initial_epoch: int = 0,
         seed: int | None = None,
+        distributed: Any = None,
     ) -> History:
         """Train for ``epochs`` passes over (x, y) in minibatches; returns a History.
 
@@ -478,6 +493,9 @@ class Sequential:
             shuffle: reshuffle the training samples every epoch.
             initial_epoch: epoch to start from (for resuming).
             seed: reseed the model's shuffling generator before training.
+            distributed: True or a ``fastnn.distributed.DataParallel()`` to train on every
+                MPI rank of ``mpiexec -n N`` (``batch_size`` is the global batch); None or
+                False: this process alone. See ``docs/distributed.md``.
 
         Raises:
             RuntimeError: the model is not compiled.
@@ -489,6 +507,11 @@ class Sequential:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"Sequential.fit: epochs must be an integer >= 0. Received: "
                              f"epochs={epochs!r}")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or (
+            initial_epoch < 0
+        ):
+            raise ValueError("Sequential.fit: initial_epoch must be an integer >= 0. Received: "
+                             f"initial_epoch={initial_epoch!r}")
         if not 0.0 <= float(validation_split) < 1.0:
             raise ValueError("Sequential.fit: validation_split must be in [0, 1). Received: "
                              f"validation_split={validation_split}")
@@ -514,14 +537,23 @@ class Sequential:
         self._resolve_metrics(y_host)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+        dist = self._distribution = resolve_distribution(distributed)
+        dist.setup(self, n_samples=x_host.shape[0], batch_size=batch_size, epochs=epochs,
+                   initial_epoch=initial_epoch, shuffle=shuffle)
+        callbacks, verbose = dist.configure_callbacks(callbacks, verbose)
 
         history = History()
         cb = CallbackList(callbacks, model=self, history=history, verbose=verbose,
                           epochs=epochs, steps=math.ceil(x_host.shape[0] / batch_size))
         self.history = history
         self.stop_training = False
+        self.diverged = None
         n = x_host.shape[0]
         self._set_training_mode(True)
+        # Overflow is detected and reported by the divergence checks (DivergenceError naming
+        # the layer), so NumPy's floating-point warnings are silenced while training.
+        fp_guard = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+        fp_guard.__enter__()
         try:
             cb.on_train_begin()
             for epoch in range(initial_epoch, epochs):
@@ -529,6 +561,9 @@ class Sequential:
                 start = time.perf_counter()
                 order = self.rng.permutation(n) if shuffle else np.arange(n)
                 totals = self._run_epoch(x_host, y_host, order, batch_size, epoch, cb)
+                totals = dist.reduce_totals(totals)  # sums over every rank
+                if self.diverged is not None:
+                    break  # stopped by TerminateOnNaN: no epoch logs full of nan
                 logs = {k: v / n for k, v in totals.items()}
                 if val is not None:
                     self._set_training_mode(False)
@@ -536,12 +571,23 @@ class Sequential:
                     self._set_training_mode(True)
                     logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 logs["time"] = time.perf_counter() - start
+                self.epochs_completed = epoch + 1
+                self._pending_epoch = (epoch, logs)
                 cb.on_epoch_end(epoch, logs)
+                self._pending_epoch = None
                 if self.stop_training:
                     break
             cb.on_train_end()
+        except BaseException as exc:
+            dist.on_error(exc)  # distributed: aborts every rank rather than leave them waiting
+            raise
         finally:
+            fp_guard.__exit__(None, None, None)
+            self._pending_epoch = None
+            cb.close()  # progress bars left open by an exception
             self._set_training_mode(False)
+            dist.teardown(self)
+            self._distribution = NO_DISTRIBUTION
         return history
 
     def _set_training_mode(self, on: bool) -> None:
@@ -562,8 +608,11 @@ class Sequential:
         xbuf = np.empty((min(batch_size, n), *x_host.shape[1:]), dtype=x_host.dtype)
         ybuf = np.empty((min(batch_size, n), *y_host.shape[1:]), dtype=y_host.dtype)
         for step, lo in enumerate(range(0, n, batch_size)):
-            idx = order[lo:lo + batch_size]
+            idx = self._distribution.shard_batch(order[lo:lo + batch_size])  # this rank's part
             m = idx.shape[0]
+            if m == 0:  # distributed: no sample of a short last batch on this rank
+                self._distribution.empty_step(self, epoch, step)
+                continue
             xb_host = np.take(x_host, idx, axis=0, out=xbuf[:m])
             yb_host = np.take(y_host, idx, axis=0, out=ybuf[:m])
             cb.on_train_batch_begin(step)
@@ -573,12 +622,17 @@ class Sequential:
             loss = float(loss_obj.forward(out, yb))
             if self._regularization_present():
                 loss += self._regularization_loss()
+            loss = self._distribution.reduce_loss(loss)  # the global batch's loss
             if not math.isfinite(loss):
-                self._raise_divergence(xb, epoch, step, loss)
+                if not self._handle_divergence(xb, epoch, step, loss, m, cb):
+                    self._raise_divergence(xb, epoch, step, loss)
+                break
             dout = loss_obj.backward()
             self._backward_from_loss(dout)
             self._add_regularization_grads()
+            self._distribution.reduce_gradients(self)  # distributed: global-batch gradients
             self.optimizer.update(self._param_list(), self._grad_list())
+            self._last_step = (epoch, step)
             totals["loss"] += loss * m
             batch_logs = {"loss": loss, "size": m}
             for name, fn in self._metric_fns:
@@ -588,6 +642,11 @@ class Sequential:
             cb.on_train_batch_end(step, batch_logs)
             if self.stop_training:
                 break
+        # The epoch's last update may have blown up: stop now, not at the next fit.
+        if self.diverged is None and not self._params_finite() and (
+            not self._handle_divergence(None, epoch, step, None, 0, cb)
+        ):
+            self._raise_divergence(None, epoch, step, None)
         return totals
 
     def _regularization_present(self) -> bool:
@@ -599,27 +658,129 @@ class Sequential:
     def _grad_list(self) -> dict[str, Any]:
         return {name: g for name, _, g in self.named_parameters()}
 
-    def _raise_divergence(self, xb, epoch: int, step: int, loss: float) -> None:
-        """Locate the first non-finite parameter or layer output and raise."""
-        for name, p, _ in self.named_parameters():
-            if not bool(self.backend.xp.isfinite(p).all()):
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch + 1}, batch {step + 1}: loss is {loss}; "
-                    f"parameter {name!r} became non-finite (an earlier gradient blew up — "
-                    "lower the learning rate or clip gradients)"
-                )
-        h = xb
-        for layer in self.layers:
-            h = layer.forward(h, training=True)
-            if not bool(self.backend.xp.isfinite(h).all()):
-                raise DivergenceError(
-                    f"training diverged at epoch {epoch + 1}, batch {step + 1}: loss is {loss}; "
-                    f"the output of {layer.describe()} ({layer.name}) became non-finite"
-                )
-        raise DivergenceError(
-            f"training diverged at epoch {epoch + 1}, batch {step + 1}: the loss "
-            f"({self.loss.describe()}) is {loss} although every layer output is finite"
-        )
+    def _params_finite(self) -> bool:
+        xp = self.backend.xp
+        return all(bool(xp.isfinite(p).all()) for _, p, _ in self.named_parameters())
+
+    def _handle_divergence(self, xb, epoch: int, step: int, loss: float | None, m: int,
+                           cb) -> bool:
+        """Let a callback such as TerminateOnNaN stop training; False if none handles it."""
+        if not any(getattr(c, "handles_divergence", False) for c in cb.callbacks):
+            return False
+        self.diverged = self.divergence_message(xb, epoch, step, loss)
+        self.stop_training = True
+        nan = float("nan") if loss is None else loss
+        cb.on_train_batch_end(step, {"loss": nan, "size": m, "divergence": self.diverged})
+        return True
+
+    def _raise_divergence(self, xb, epoch: int, step: int, loss: float | None) -> None:
+        """Locate the first non-finite gradient, parameter or layer output and raise."""
+        raise DivergenceError(self.divergence_message(xb, epoch, step, loss))
+
+    def divergence_message(self, xb, epoch: int, step: int, loss: float | None) -> str:
+        """Explain a non-finite loss at (epoch, step): which layer went non-finite first.
+
+        ``loss`` None means the parameters were found non-finite after the step.
+
+        Checks, in order: the parameters (a non-finite one was written by the previous
+        optimizer step: the message names the layer whose gradient went non-finite first in
+        that backward pass, or the update that overflowed), then re-runs the forward pass
+        on batch ``xb`` and names the first layer whose output is non-finite.
+        """
+        xp = self.backend.xp
+        head = f"training diverged at epoch {epoch + 1}, batch {step + 1}"
+        head += ": parameters are non-finite after the step" if loss is None else (
+            f": loss is {loss}")
+        hint = "lower the learning rate, clip gradients or normalise the inputs"
+        bad_params = [name for name, p, _ in self.named_parameters()
+                      if not bool(xp.isfinite(p).all())]
+        if bad_params:
+            prev = self._last_step
+            when = (f"the optimizer step of epoch {prev[0] + 1}, batch {prev[1] + 1}"
+                    if prev is not None else "an earlier optimizer step")
+            for layer in reversed(self._all_layers()):  # backward order: last layer first
+                if not layer.trainable:
+                    continue
+                for key, g in layer.grads.items():
+                    if not bool(xp.isfinite(g).all()):
+                        return (f"{head}; the gradient of {layer.describe()} ({layer.name}) "
+                                f"{key!r} became non-finite in the backward pass before "
+                                f"{when}, which made parameter {layer.name}/{key} non-finite; "
+                                f"{hint}")
+            name = bad_params[0]
+            grad = dict((n, g) for n, _, g in self.named_parameters())[name]
+            gmax = float(xp.abs(grad).max()) if grad.size else 0.0
+            lr = self.optimizer.current_learning_rate() if self.optimizer else float("nan")
+            return (f"{head}; parameter {name!r} became non-finite in {when} although its "
+                    f"gradient was finite (largest |gradient| {gmax:.3g}, learning rate "
+                    f"{lr:.3g}): the update overflowed; {hint}")
+        if xb is not None:
+            h = xb
+            for layer in self.layers:
+                h = layer.forward(h, training=True)
+                if not bool(xp.isfinite(h).all()):
+                    big = max((float(xp.abs(p).max()) for p in layer.params.values()
+                               if p.size), default=0.0)
+                    extra = f" (largest |weight| {big:.3g})" if layer.params else ""
+                    return (f"{head}; the output of {layer.describe()} ({layer.name}) became "
+                            f"non-finite{extra}; {hint}")
+            last = self.layers[-1]
+            peak = float(xp.abs(h).max()) if h.size else 0.0
+            return (f"{head}; every layer output is finite, but the loss "
+                    f"({self.loss.describe()}) of the outputs of {last.describe()} "
+                    f"({last.name}), up to {peak:.3g} in magnitude, overflowed; {hint}")
+        return f"{head}; the loss ({self.loss.describe()}) is not finite; {hint}"
+
+    # -- one training step ------------------------------------------------------------------
+    def train_on_batch(self, x: Any, y: Any) -> float:
+        """One training step on the batch (x, y), as one step of ``fit``; returns its loss.
+
+        Forward, (fused) loss, backward and optimizer update (Keras's name). The layers'
+        activation buffers are kept between calls, as between the steps of ``fit``, and
+        reused only inside this call, so outputs of ``predict`` never alias them.
+
+        Args:
+            x: (B, ...) inputs.
+            y: (B, C) targets, or (B,) integer labels for sparse losses.
+
+        Raises:
+            RuntimeError: the model is not compiled.
+            DivergenceError: the loss is not finite (no update is applied).
+        """
+        self._require_compiled("train_on_batch")
+        x_host = self._host_inputs(x, "train_on_batch")
+        if not self.built:
+            self.build(x_host.shape[1:])
+        y_host = self._host_targets(y, x_host.shape[0])
+        be = self.backend
+        layers = self._all_layers()
+        for layer in layers:
+            layer.reuse_buffers = True
+        first = self.layers[0]
+        first.need_input_grad = False  # as in fit: the input gradient is never used
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return self._train_step(be.asarray(x_host), be.asarray(y_host))
+        finally:
+            first.need_input_grad = True
+            for layer in layers:
+                layer.reuse_buffers = False  # buffers stay allocated for the next call
+
+    def _train_step(self, xb: Any, yb: Any) -> float:
+        """Forward, loss, backward and update on device batch (xb, yb); returns the loss."""
+        loss_obj = self._active_loss()
+        out = self._forward_for_loss(xb, True)
+        loss = float(loss_obj.forward(out, yb))
+        if self._regularization_present():
+            loss += self._regularization_loss()
+        if not math.isfinite(loss):
+            raise DivergenceError(
+                self.divergence_message(xb, self.epochs_completed, 0, loss)
+            )
+        self._backward_from_loss(loss_obj.backward())
+        self._add_regularization_grads()
+        self.optimizer.update(self._param_list(), self._grad_list())
+        return loss
 
     # -- evaluation / prediction --------------------------------------------------------
     def evaluate(
@@ -674,18 +835,80 @@ class Sequential:
             outs.append(be.to_numpy(out))
         return np.concatenate(outs, axis=0)
 
+    # -- saving ---------------------------------------------------------------------------
+    def save(self, path: Any, include_optimizer: bool = True, format: str | None = None) -> None:
+        """Save architecture, weights, optimizer and RNG states to ``.npz``/``.safetensors``.
+
+        The write is atomic (temporary file, fsync, rename): an interrupted save leaves
+        the previous file intact. Load with :func:`fastnn.load_model`.
+        """
+        from fastnn import io
+
+        io.save_model(self, path, include_optimizer=include_optimizer, format=format)
+
+    def save_weights(self, path: Any, format: str | None = None) -> None:
+        """Save only the weights (and layer states such as BatchNorm statistics)."""
+        from fastnn import io
+
+        io.save_weights(self, path, format=format)
+
+    def load_weights(self, path: Any) -> None:
+        """Load weights saved by :meth:`save_weights` or :meth:`save` into this model.
+
+        Every shape and dtype is checked first; the first mismatch is named in a ValueError.
+        """
+        from fastnn import io
+
+        io.load_weights(self, path)
+
     # -- summary --------------------------------------------------------------------------
-    def summary(self, print_fn=print) -> str:
-        """Print (and return) a table of layers, output shapes and parameter counts."""
-        rows = [("Layer (type)", "Output Shape", "Param #")]
+    def flops_per_sample(self) -> int | None:
+        """Forward FLOPs for one sample (a multiply-add counts 2); None if a layer is unknown.
+
+        A layer may define ``flops() -> int`` (per sample) to be counted exactly; Dense,
+        convolution-like layers (with ``kernel_size`` and a ``W`` parameter) and
+        parameter-free elementwise layers are estimated here.
+        """
+        self._require_built("flops_per_sample")
+        counts = [layer_flops(layer) for layer in self.layers]
+        return None if any(c is None for c in counts) else int(sum(counts))
+
+    def activation_bytes_per_sample(self) -> int:
+        """Bytes of layer outputs (kept for the backward pass) for one sample."""
+        self._require_built("activation_bytes_per_sample")
+        item = self.dtype.itemsize
+        return int(sum(math.prod(layer.output_shape) * item for layer in self.layers))
+
+    def _require_built(self, where: str) -> None:
+        if not self.built:
+            raise NotBuiltError(
+                f"Sequential.{where}: the model is not built; call build(input_shape), give "
+                "the first layer input_shape/input_dim, or fit/predict once"
+            )
+
+    def summary(self, print_fn=print, batch_sizes: Sequence[int] = (1, 32, 256)) -> str:
+        """Print (and return) a table of layers, output shapes, parameters and FLOPs.
+
+        Below the table: total parameters, forward FLOPs per sample (training costs about
+        three times as much: forward + backward), and activation memory (layer outputs
+        kept for the backward pass) for each of ``batch_sizes``.
+        """
+        rows = [("Layer (type)", "Output Shape", "Param #", "FLOPs/sample")]
         total = trainable = 0
+        flops_total, flops_known = 0, True
         for layer in self.layers:
             shape = shape_str((None, *layer.output_shape)) if layer.built else "(unbuilt)"
             count = layer.count_params() if layer.built else 0
+            flops = layer_flops(layer) if layer.built else None
+            if flops is None:
+                flops_known = False
+            else:
+                flops_total += flops
             total += count
             trainable += count if layer.trainable else 0
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{count:,}"))
-        widths = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, f"{count:,}",
+                         "?" if flops is None else _si(flops)))
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(4)]
         rule = "=" * sum(widths)
         lines = [f'Model: "{self.name}" (backend: {self.backend.name}, dtype: {self.dtype.name})',
                  rule]
@@ -693,13 +916,78 @@ class Sequential:
             lines.append("".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
             lines.append(rule if i == 0 else "-" * sum(widths))
         lines[-1] = rule
-        lines.append(f"Total params: {total:,}")
+        lines.append(f"Total params: {total:,} ({_bytes(total * self.dtype.itemsize)})")
         lines.append(f"Trainable params: {trainable:,}")
         lines.append(f"Non-trainable params: {total - trainable:,}")
+        if self.built:
+            more = "" if flops_known else " (+ layers marked ?)"
+            lines.append(f"FLOPs per sample: {_si(flops_total)} forward{more}, "
+                         f"about {_si(3 * flops_total)} per training step")
+            per = self.activation_bytes_per_sample()
+            sizes = ", ".join(f"batch {b}: {_bytes(per * b)}" for b in batch_sizes)
+            lines.append(f"Activation memory: {_bytes(per)} per sample; {sizes}")
         text = "\n".join(lines)
         if print_fn is not None:
             print_fn(text)
         return text
+
+
+#: FLOPs per output element of parameter-free layers, by activation name (others: 1).
+_ELEMENTWISE_FLOPS = {"softmax": 5, "log_softmax": 5, "sigmoid": 4, "tanh": 4, "gelu": 8,
+                      "silu": 5, "swish": 5, "mish": 8, "elu": 3, "selu": 4, "softplus": 4}
+
+
+#: Parameter-free layers that only reshape (no arithmetic).
+_VIEW_LAYERS = ("Flatten", "Reshape", "Input")
+
+
+def layer_flops(layer: Layer) -> int | None:
+    """Forward FLOPs per sample of a built layer (multiply-add = 2), or None if unknown."""
+    custom = getattr(layer, "flops", None)
+    if callable(custom):
+        return int(custom())
+    out = layer.output_shape
+    if out is None:
+        return None
+    elements = math.prod(out)
+    if isinstance(layer, Dense):
+        d_in = layer.input_shape[-1]
+        positions = math.prod(out[:-1])
+        act = 0 if layer.activation == "linear" else elements * _ELEMENTWISE_FLOPS.get(
+            layer.activation, 1)
+        return 2 * d_in * layer.units * positions + (elements if layer.use_bias else 0) + act
+    if "W" in layer.params and hasattr(layer, "kernel_size") and len(out) >= 2:
+        # Convolution-like, channels first: every weight is used once per output position.
+        weights = int(layer.params["W"].size)
+        positions = math.prod(out[1:])
+        act = getattr(layer, "activation", None)
+        act_flops = 0 if act in (None, "linear") or not isinstance(act, str) else (
+            elements * _ELEMENTWISE_FLOPS.get(act, 1))
+        return 2 * weights * positions + (elements if "b" in layer.params else 0) + act_flops
+    if not layer.params:
+        if type(layer).__name__ in _VIEW_LAYERS:
+            return 0
+        if isinstance(layer, Activation):
+            return elements * _ELEMENTWISE_FLOPS.get(layer.activation, 1)
+        pool = getattr(layer, "pool_size", None)
+        if pool is not None:  # one comparison or addition per window element
+            return elements * math.prod(pool if isinstance(pool, (tuple, list)) else (pool,))
+        return elements
+    return None
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} B"
 
 
 def _layer_arrays(layer: Layer) -> list[Any]:
@@ -707,6 +995,19 @@ def _layer_arrays(layer: Layer) -> list[Any]:
     for sub in layer.sublayers():
         arrays.extend(_layer_arrays(sub))
     return arrays
+
+
+def _cast_checked(arr: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """``arr`` as a C-contiguous array of ``dtype``; ValueError if a value overflows it."""
+    if arr.dtype.kind == "f" and arr.size and arr.dtype.itemsize > dtype.itemsize:
+        limit = float(np.finfo(dtype).max)
+        peak = float(np.abs(arr).max())
+        if peak > limit:
+            raise ValueError(
+                f"{what} has values up to {peak:.3g}, beyond the {dtype.name} range "
+                f"(±{limit:.3g}) of the model"
+            )
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _check_batch_size(batch_size: int | None) -> int:

@@ -178,3 +178,13 @@ def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
 
 
 __all__ = ["batch_iterator", "get_seed", "set_seed", "to_categorical"]
+
+
+def profile(model: Any, x: Any, repeats: int = 5, warmup: int = 1, print_fn: Any = print) -> Any:
+    """Per-layer forward/backward times of ``model`` on batch ``x`` (see fastnn.profile)."""
+    from fastnn.profile import profile as _profile
+
+    return _profile(model, x, repeats=repeats, warmup=warmup, print_fn=print_fn)
+
+
+__all__ += ["profile"]

@@ -115,3 +115,17 @@ def test_import_with_numpy_alone(tmp_path):
         line.startswith("numba UNAVAILABLE") and "pip install numba" in line for line in lines
     )
     assert any(line.startswith("cupy UNAVAILABLE") and "cupy" in line for line in lines)
+
+
+def test_thread_control_is_reexported_without_importing_numba_eagerly():
+    """``fastnn.set_num_threads`` exists, but ``import fastnn`` alone must not load Numba."""
+    code = ("import sys, fastnn; assert 'numba' not in sys.modules; "
+            "assert 'set_num_threads' in fastnn.__all__")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    pytest.importorskip("numba")
+    before = fastnn.get_num_threads()
+    fastnn.set_num_threads(1)
+    try:
+        assert fastnn.get_num_threads() == 1
+    finally:
+        fastnn.set_num_threads(before)
