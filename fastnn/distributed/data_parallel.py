@@ -82,6 +82,7 @@ class DataParallel(Distribution):
         self.check_model = bool(check_model)
         self.chief_only_callbacks = tuple(chief_only_callbacks)
         self.buckets: GradientBuckets | None = None
+        self._alone = False
         self._weight = 1.0
         self._sum_reduction = False
         self._overlapping = False
@@ -143,6 +144,9 @@ class DataParallel(Distribution):
                                     shuffle=shuffle, world_size=comm.size)
             check_same_model(comm, lines, "DataParallel")
         self.broadcast_state(model)
+        flat = getattr(model, "flat_gradients", None)
+        if callable(flat):  # gradients as views of one flat buffer: buckets reduce in place
+            flat()
         groups = []
         for layer in reversed(model.layers):
             grads = [g for sub in _layers_of(layer) if sub.trainable
@@ -153,6 +157,7 @@ class DataParallel(Distribution):
         # every bucket starts after them (no overlap).
         self._overlapping = self.overlap and not regularized and comm.size > 1
         self._in_step = False
+        self._alone = comm.size == 1  # a world of one: nothing to reduce
 
     def broadcast_state(self, model: Any) -> None:
         """Copy rank 0's weights, layer states, optimizer state and shuffling generator."""
@@ -209,12 +214,15 @@ class DataParallel(Distribution):
         count = base + (1 if rank < extra else 0)
         start = rank * base + min(rank, extra)
         self._weight = 1.0 if self._sum_reduction else count / total
-        self._in_step = True
-        self.buckets.begin(self._weight)
+        self._in_step = not self._alone
+        if self._in_step:
+            self.buckets.begin(self._weight)
         return idx[start:start + count]
 
     def reduce_loss(self, loss: float) -> float:
         """Weighted sum of the ranks' losses: the global batch's loss, on every rank."""
+        if self._alone:
+            return loss
         return float(self.comm.allreduce_scalars([self._weight * loss])[0])
 
     def after_layer_backward(self, layer: Any) -> None:
@@ -224,11 +232,13 @@ class DataParallel(Distribution):
 
     def reduce_gradients(self, model: Any) -> None:
         """Finish every bucket's all-reduce: grads become the global-batch gradient."""
+        self.steps += 1
+        if self._alone:
+            return
         start = time.perf_counter()
         self.buckets.finish()
         self.reduce_seconds += time.perf_counter() - start
         self._in_step = False
-        self.steps += 1
 
     def empty_step(self, model: Any, epoch: int, step: int) -> None:
         """No sample here this step (a last batch shorter than the world): contribute zero."""

@@ -111,7 +111,7 @@ class NCCLCommunicator(Communicator):
         return getattr(self._nccl, name)
 
     def _check(self, buf: Any, where: str) -> None:
-        if type(buf).__module__.split(".")[0] != "cupy" and not hasattr(buf, "data"):
+        if not hasattr(getattr(buf, "data", None), "ptr"):  # device memory has a pointer
             raise TypeError(f"NCCLCommunicator.{where}: expected a CuPy array, received "
                             f"{type(buf).__name__}")
         if not buf.flags.c_contiguous:
