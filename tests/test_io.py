@@ -53,7 +53,7 @@ def _all_arrays(model):
     out = {}
     for i, layer in enumerate(model._all_layers()):
         for key, value in {**layer.params, **layer.states}.items():
-            out[f"{i}/{key}"] = np.asarray(value)
+            out[f"{i}/{key}"] = model.backend.to_numpy(value)
     return out
 
 

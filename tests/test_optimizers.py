@@ -8,7 +8,7 @@ import pytest
 
 import fastnn
 from fastnn import optimizers
-from tests.conftest import assert_close
+from tests.conftest import ATOL, RTOL, assert_close
 
 # Small problem: three parameter tensors; the gradient is a fixed deterministic function of
 # the parameters, g = A @ p + sin(p) (per tensor, on the flattened values), computed the same
@@ -197,7 +197,15 @@ def test_backend_equals_reference(backend, reference, case, dtype):
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_large_parameters_equal_reference(backend, reference, case):
     """Parameters large enough for the fused kernels' multi-threaded path (the small ones
-    above run on the calling thread)."""
+    above run on the calling thread).
+
+    Among 70 001 random elements some are ill-conditioned in float32: the clipped gradient
+    and the weight-decay term nearly cancel, and the float32 reference itself is then off
+    from the float64 result by more than the table's tolerance (seen at 1e-3 relative). A
+    fused kernel that rounds differently (a GPU's fused multiply-add) may land elsewhere in
+    that range, so each element is allowed the table's tolerance plus twice the reference's
+    own float32 error there, measured against a float64 run.
+    """
     if backend.name == "numpy":
         pytest.skip("the numpy backend is the reference")
     _, cls_name, kwargs, _, _ = case
@@ -205,13 +213,21 @@ def test_large_parameters_equal_reference(backend, reference, case):
     p0 = rng.normal(size=70_001).astype(np.float32)
     grads = [rng.normal(size=p0.size).astype(np.float32) for _ in range(2)]
     results = []
-    for be in (backend, reference):
-        p = be.asarray(p0)
+    for be, dtype in ((backend, np.float32), (reference, np.float32), (reference, np.float64)):
+        p = be.asarray(p0.astype(dtype))
         opt = getattr(optimizers, cls_name)(**kwargs, clipnorm=50.0, backend=be)
         for g in grads:
-            opt.update([p], [be.asarray(g)])
-        results.append(be.to_numpy(p))
-    assert_close(results[0], results[1], np.float32, what=case[0])
+            opt.update([p], [be.asarray(g.astype(dtype))])
+        results.append(be.to_numpy(p).astype(np.float64))
+    actual, expected, exact = results
+    f32 = np.dtype(np.float32)
+    allowed = RTOL[f32] * np.abs(expected) + ATOL[f32] + 2 * np.abs(expected - exact)
+    bad = np.flatnonzero(np.abs(actual - expected) > allowed)
+    assert bad.size == 0, (
+        f"{case[0]}: {bad.size} elements differ from the float32 reference beyond its own "
+        f"float32 error; first at {bad[0]}: {actual[bad[0]]} vs {expected[bad[0]]} "
+        f"(float64: {exact[bad[0]]})" if bad.size else ""
+    )
 
 
 # -- contracts ------------------------------------------------------------------------------
