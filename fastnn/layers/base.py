@@ -120,7 +120,10 @@ class Layer:
     ) -> Any:
         """Create parameter ``key`` from ``initializer`` and its zeroed gradient buffer."""
         init = initializers.get(initializer)
-        host = init(tuple(shape), self.backend.rng, fan_in, fan_out).astype(self.dtype)
+        host = init(tuple(shape), self.backend.rng, fan_in, fan_out)
+        # C order whatever the initializer returns (Orthogonal gives Fortran order): the
+        # kernels and the flat parameter buffer of a model take C-contiguous arrays.
+        host = np.ascontiguousarray(host, dtype=self.dtype)
         value = self.backend.asarray(host, dtype=self.dtype)
         self.params[key] = value
         self.grads[key] = self.backend.xp.zeros_like(value)

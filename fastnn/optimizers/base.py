@@ -189,7 +189,8 @@ class Optimizer:
             self.update({k: p for k, p, _ in layout}, {k: g for k, _, g in layout})
             return
         slots = self._flat_slots_for(flat_param, layout)
-        global_scale = self._global_clip_scale([flat_grad])
+        # The norm is summed per parameter, in order, exactly as update() sums it.
+        global_scale = self._global_clip_scale([g for _, _, g in layout])
         lr = self.current_learning_rate()
         self.iterations += 1
         grad = self._clipped(flat_grad, global_scale)

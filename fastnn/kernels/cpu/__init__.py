@@ -3,13 +3,15 @@
 Modules: ``jit`` (the shared JIT flags, lazy per-dtype compilation, the on-disk cache),
 ``threads`` (thread count, flush-to-zero), ``fastexp`` (a vectorisable exp), and one module
 of overrides per family of reference ops: ``activations``, ``softmax``, ``losses``,
-``optimizers``. ``matmul``, ``linear`` and ``linear_backward`` stay with BLAS (the reference).
+``optimizers``, ``dense``. The GEMMs of ``matmul``, ``linear`` and ``linear_backward`` stay
+with BLAS (the reference); ``dense`` only writes the batch-1 outer product.
 """
 
 from fastnn.kernels.cpu import (  # noqa: F401
     activations,
     activations_extra,  # noqa: F401  (leaky_relu, elu, gelu, ... kernels)
     conv,  # noqa: F401
+    dense,  # noqa: F401  (linear_backward at batch size 1)
     losses,
     optimizers,
     optimizers_extra,  # noqa: F401

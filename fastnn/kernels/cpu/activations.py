@@ -34,11 +34,11 @@ from numba.extending import overload
 
 from fastnn.kernels.cpu.fastexp import fast_exp
 from fastnn.kernels.cpu.jit import (
-    HELPER_FASTMATH,
     LazyKernel,
     array,
     block_bounds,
     cast_to,
+    helper_jit_flags,
     is_kernel_array,
     is_kernel_output,
     kernel_dtype,
@@ -77,7 +77,9 @@ CODES: dict[str, int] = {
 EXTRA_ACTIVATIONS: dict[str, tuple[Callable[..., Any], ...]] = {}
 _FWD, _BWD, _BIAS_FWD, _BIAS_BWD = 0, 1, 2, 3
 
-_helper = njit(fastmath=set(HELPER_FASTMATH))
+#: Scalar helpers inlined into the kernels: NumPy's error model (no division-by-zero
+#: checks, which would stop LLVM from vectorising the calling loop).
+_helper = njit(**helper_jit_flags())
 
 # Cephes tanh: below |x| = 0.625 a rational (float64) / polynomial (float32) approximation.
 _TANH_SMALL = 0.625
@@ -217,61 +219,65 @@ def _activation_backward_kernel(code, dy, y, out, nblocks):
 
 def _bias_activation_kernel(code, z, b, out, nblocks):
     rows, cols = z.shape
+    ncols = np.uint64(cols)
     for blk in prange(nblocks):
         old = ftz_enter()
-        for i in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
+        r0, r1 = block_bounds(blk, rows, nblocks)
+        for i in range(r0, r1):
             if code == _RELU:
-                for j in range(cols):
+                for j in range(ncols):
                     out[i, j] = _relu(z[i, j] + b[j])
             elif code == _SIGMOID:
-                for j in range(cols):
+                for j in range(ncols):
                     out[i, j] = _sigmoid(z[i, j] + b[j])
             elif code == _TANH:
-                for j in range(cols):
+                for j in range(ncols):
                     out[i, j] = fast_tanh(z[i, j] + b[j])
             elif code == _STEP:
-                for j in range(cols):
+                for j in range(ncols):
                     out[i, j] = _step(z[i, j] + b[j])
             else:
-                for j in range(cols):
+                for j in range(ncols):
                     out[i, j] = z[i, j] + b[j]
         ftz_exit(old)
 
 
 def _bias_activation_backward_kernel(code, dy, y, dz, db, partial):
     rows, cols = dy.shape
+    ncols = np.uint64(cols)
     nblocks = partial.shape[0]
     for blk in prange(nblocks):
         old = ftz_enter()
-        for j in range(cols):
+        for j in range(ncols):
             partial[blk, j] = 0.0
-        for i in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
+        r0, r1 = block_bounds(blk, rows, nblocks)
+        for i in range(r0, r1):
             if code == _RELU:
-                for j in range(cols):
+                for j in range(ncols):
                     g = _relu_grad(dy[i, j], y[i, j])
                     dz[i, j] = g
                     partial[blk, j] += g
             elif code == _SIGMOID:
-                for j in range(cols):
+                for j in range(ncols):
                     g = _sigmoid_grad(dy[i, j], y[i, j])
                     dz[i, j] = g
                     partial[blk, j] += g
             elif code == _TANH:
-                for j in range(cols):
+                for j in range(ncols):
                     g = _tanh_grad(dy[i, j], y[i, j])
                     dz[i, j] = g
                     partial[blk, j] += g
             elif code == _STEP:
                 zero = cast_to(0.0, dz.dtype)
-                for j in range(cols):
+                for j in range(ncols):
                     dz[i, j] = zero
             else:
-                for j in range(cols):
+                for j in range(ncols):
                     g = dy[i, j]
                     dz[i, j] = g
                     partial[blk, j] += g
         ftz_exit(old)
-    for j in range(cols):
+    for j in range(ncols):
         total = 0.0
         for blk in range(nblocks):
             total += partial[blk, j]

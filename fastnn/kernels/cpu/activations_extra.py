@@ -40,10 +40,10 @@ from numba import njit, prange, types
 
 from fastnn.kernels.cpu.fastexp import fast_exp
 from fastnn.kernels.cpu.jit import (
-    HELPER_FASTMATH,
     LazyKernel,
     array,
     cast_to,
+    helper_jit_flags,
     is_kernel_array,
     is_kernel_output,
     kernel_dtype,
@@ -93,7 +93,7 @@ _ATANH_C = tuple(1.0 / (2 * k + 1) for k in range(17))
 # Inlined at Numba-IR level, so that LLVM sees one loop body it can vectorise.
 # Inlined at Numba-IR level, so that LLVM sees one loop body it can vectorise (as calls, the
 # polynomial helpers made elu, softplus and mish 30x slower).
-_helper = njit(fastmath=set(HELPER_FASTMATH), inline="always")
+_helper = njit(**helper_jit_flags(), inline="always")
 
 
 @_helper

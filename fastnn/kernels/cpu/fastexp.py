@@ -31,10 +31,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from fastnn.kernels.cpu.jit import (
-    HELPER_FASTMATH,
     LazyKernel,
     array,
     block_bounds,
+    helper_jit_flags,
     num_blocks,
 )
 from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
@@ -158,7 +158,7 @@ def _exp64(x):
     return y
 
 
-@overload(fast_exp, jit_options={"fastmath": set(HELPER_FASTMATH)})
+@overload(fast_exp, jit_options=helper_jit_flags())
 def _fast_exp_impl(x):
     if x == types.float32:
         return _exp32

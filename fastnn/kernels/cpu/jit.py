@@ -56,6 +56,13 @@ FASTMATH: frozenset[str] = frozenset({"nsz", "arcp", "contract", "afn", "reassoc
 #: rational term). LLVM still inlines them into the kernels, keeping these flags.
 HELPER_FASTMATH: frozenset[str] = frozenset({"nsz", "contract"})
 
+#: JIT options of the scalar math helpers (``fast_exp``, the activation helpers): their own
+#: fast-math flags, and NumPy's error model (Python's raises on a division by zero, and its
+#: checks stop LLVM from vectorising the loops the helpers are inlined into).
+def helper_jit_flags() -> dict[str, Any]:
+    """A fresh dict of the JIT options of the scalar math helpers."""
+    return {"fastmath": set(HELPER_FASTMATH), "error_model": "numpy"}
+
 #: The one shared dict of JIT flags of every fastnn Numba kernel. ``cache`` is a request:
 #: whether a disk cache is used is decided by :func:`cache_dir`.
 JIT_FLAGS: dict[str, Any] = {
@@ -97,7 +104,9 @@ def kernel_dtype(a: Any) -> np.dtype | None:
 
 def is_kernel_array(a: Any, dtype: np.dtype, shape: tuple[int, ...] | None = None) -> bool:
     """Whether ``a`` is a C-contiguous aligned array of ``dtype`` (and ``shape``, if given)."""
-    if kernel_dtype(a) != dtype:
+    dt = kernel_dtype(a)
+    # Test None first: ``None != np.dtype("float64")`` is False (np.dtype(None) is float64).
+    if dt is None or dt != dtype:
         return False
     return shape is None or a.shape == shape
 
@@ -302,9 +311,9 @@ class LazyKernel:
         return self.get(dtype, True)
 
     def pick(self, dtype: Any, work: int) -> Callable[..., Any]:
-        """The serial build when ``work`` (items the call touches) fits in one block, else
-        the parallel one."""
-        return self.get(dtype, work > BLOCK)
+        """The serial build when ``work`` (items the call touches) fits in one block, or
+        inside :func:`serial_kernels`; else the parallel one."""
+        return self.get(dtype, work > BLOCK and not _serial.depth)
 
     def get(self, dtype: Any, parallel: bool = True) -> Callable[..., Any]:
         """The build for ``dtype``, parallel or serial, compiled on first use."""
@@ -338,6 +347,33 @@ class LazyKernel:
             disp.compile(sig)
         disp.disable_compile()
         return disp
+
+
+class _SerialState(threading.local):
+    depth = 0
+
+
+_serial = _SerialState()
+
+
+class serial_kernels:  # noqa: N801  (used like a function: ``with serial_kernels():``)
+    """Context manager: kernels called from this Python thread run their serial builds.
+
+    Used by ``Sequential`` around its training steps. There BLAS (its own thread pool, whose
+    idle threads keep spinning on every core for a while after each matmul) and the Numba
+    kernels alternate, and a parallel kernel must wait for a core that a spinning BLAS
+    thread holds, and vice versa. Measured here (2-core AMD EPYC, MLP 784-512-512-10 float32
+    batch 128, SGD, with PyTorch imported so that Numba's OpenMP layer shares PyTorch's
+    spinning libgomp): 2-6 k samples/s with parallel kernels, 20-54 k with serial ones
+    (noisy: other processes were running). Nestable; the kernels' results do not depend on it.
+    """
+
+    def __enter__(self) -> serial_kernels:
+        _serial.depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _serial.depth -= 1
 
 
 def cast_to(value: float, like: Any) -> Any:

@@ -29,6 +29,7 @@ from fastnn.kernels.cpu.fastexp import fast_exp, fast_max
 from fastnn.kernels.cpu.jit import (
     LazyKernel,
     array,
+    block_bounds,
     cast_to,
     chunk_bounds,
     is_kernel_array,
@@ -47,12 +48,14 @@ from fastnn.kernels.registry import override
 
 def _softmax_xent_kernel(x, t, dx, row_loss, scale, nblocks):
     rows, cols = x.shape
+    ncols = np.uint64(cols)
     sc = cast_to(scale, x.dtype)
     for blk in prange(nblocks):
         old = ftz_enter()
-        for i in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
+        r0, r1 = block_bounds(blk, rows, nblocks)
+        for i in range(r0, r1):
             m = cast_to(-np.inf, x.dtype)
-            for j in range(cols):
+            for j in range(ncols):
                 m = fast_max(m, x[i, j])
             total = 0.0
             t_total = 0.0
@@ -74,21 +77,23 @@ def _softmax_xent_kernel(x, t, dx, row_loss, scale, nblocks):
                 tx_total += tx_part
             row_loss[i] = math.log(total) * t_total - tx_total
             inv = cast_to(1.0 / total, x.dtype)
-            for j in range(cols):
+            for j in range(ncols):
                 dx[i, j] = (dx[i, j] * inv - t[i, j]) * sc
         ftz_exit(old)
 
 
 def _sparse_softmax_xent_kernel(x, labels, dx, row_loss, scale, nblocks):
     rows, cols = x.shape
+    ncols = np.uint64(cols)
     sc = cast_to(scale, x.dtype)
     one = cast_to(1.0, x.dtype)
     for blk in prange(nblocks):
         old = ftz_enter()
-        for i in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
+        r0, r1 = block_bounds(blk, rows, nblocks)
+        for i in range(r0, r1):
             label = labels[i]
             m = cast_to(-np.inf, x.dtype)
-            for j in range(cols):
+            for j in range(ncols):
                 m = fast_max(m, x[i, j])
             picked = x[i, label] - m
             total = 0.0
@@ -103,10 +108,121 @@ def _sparse_softmax_xent_kernel(x, labels, dx, row_loss, scale, nblocks):
             row_loss[i] = math.log(total) - picked
             inv = cast_to(1.0 / total, x.dtype)
             e_label = dx[i, label]
-            for j in range(cols):
+            for j in range(ncols):
                 dx[i, j] = dx[i, j] * inv * sc
             dx[i, label] = (e_label * inv - one) * sc
         ftz_exit(old)
+
+
+def _softmax_xent_small_kernel(x, t, dx, scale, nblocks):
+    rows, cols = x.shape
+    ncols = np.uint64(cols)
+    sc = cast_to(scale, x.dtype)
+    one = cast_to(1.0, x.dtype)
+    xf = x.reshape(-1)
+    tf = t.reshape(-1)
+    df = dx.reshape(-1)
+    total = 0.0
+    for blk in prange(nblocks):
+        old = ftz_enter()
+        r0, r1 = block_bounds(blk, rows, nblocks)
+        t_sums = np.empty(r1 - r0, dtype=x.dtype)
+        tx_sums = np.empty(r1 - r0, dtype=x.dtype)
+        for i in range(r0, r1):  # dx = x - max(x), sum(t), sum(t (x - max)); x is read here
+            base = i * ncols  # only, so dx may be the logits themselves
+            m = cast_to(-np.inf, x.dtype)
+            for j in range(ncols):
+                m = fast_max(m, xf[base + j])
+            t_sum = cast_to(0.0, x.dtype)
+            tx_sum = cast_to(0.0, x.dtype)
+            for j in range(ncols):
+                shifted = xf[base + j] - m
+                t_sum += tf[base + j]
+                tx_sum += tf[base + j] * shifted
+                df[base + j] = shifted
+            t_sums[i - r0] = t_sum
+            tx_sums[i - r0] = tx_sum
+        for k in range(r0 * ncols, r1 * ncols):  # one long loop: exp vectorises over rows
+            df[k] = fast_exp(df[k])
+        part = 0.0
+        for i in range(r0, r1):  # sums, loss, gradient
+            base = i * ncols
+            e_sum = cast_to(0.0, x.dtype)
+            for j in range(ncols):
+                e_sum += df[base + j]
+            part += math.log(e_sum) * t_sums[i - r0] - tx_sums[i - r0]
+            inv = one / e_sum
+            for j in range(ncols):
+                df[base + j] = (df[base + j] * inv - tf[base + j]) * sc
+        total += part
+        ftz_exit(old)
+    return total
+
+
+def _sparse_softmax_xent_small_kernel(x, labels, dx, scale, nblocks):
+    rows, cols = x.shape
+    ncols = np.uint64(cols)
+    sc = cast_to(scale, x.dtype)
+    one = cast_to(1.0, x.dtype)
+    xf = x.reshape(-1)
+    df = dx.reshape(-1)
+    total = 0.0
+    bad = 0
+    for blk in prange(nblocks):
+        old = ftz_enter()
+        r0, r1 = block_bounds(blk, rows, nblocks)
+        picked = np.empty(r1 - r0, dtype=x.dtype)
+        for i in range(r0, r1):  # row maxima, the picked logit; dx = x - max
+            base = i * ncols
+            m = cast_to(-np.inf, x.dtype)
+            for j in range(ncols):
+                m = fast_max(m, xf[base + j])
+            for j in range(ncols):
+                df[base + j] = xf[base + j] - m
+            label = labels[i]
+            if label < 0:
+                label += cols  # NumPy's negative indices, as the reference
+            if label < 0 or label >= cols:
+                bad += 1
+                label = 0
+            picked[i - r0] = df[base + label]
+        for k in range(r0 * ncols, r1 * ncols):  # one long loop: exp vectorises over rows
+            df[k] = fast_exp(df[k])
+        part = 0.0
+        for i in range(r0, r1):  # sums, loss, gradient
+            base = i * ncols
+            e_sum = cast_to(0.0, x.dtype)
+            for j in range(ncols):
+                e_sum += df[base + j]
+            part += math.log(e_sum) - picked[i - r0]
+            inv = one / e_sum
+            for j in range(ncols):
+                df[base + j] = df[base + j] * inv * sc
+            label = labels[i]
+            if label < 0:
+                label += cols
+            if 0 <= label < cols:
+                df[base + label] -= sc
+        total += part
+        ftz_exit(old)
+    return total, bad
+
+
+_softmax_xent_small = LazyKernel(
+    _softmax_xent_small_kernel,
+    lambda T: (array(T, 2, True), array(T, 2, True), array(T, 2), types.float64, types.intp),
+)
+_sparse_softmax_xent_small = LazyKernel(
+    _sparse_softmax_xent_small_kernel,
+    lambda T: (
+        array(T, 2, True), array(types.intp, 1, True), array(T, 2), types.float64, types.intp
+    ),
+)
+
+#: Up to this many classes the losses run the "small" kernels: per-row loops of a few items
+#: do not vectorise, so the exp runs as one long loop over all rows of a block instead
+#: (1024x10 float32 on one core: 15 us instead of 30 us).
+SMALL_CLASSES = 32
 
 
 _softmax_xent = LazyKernel(
@@ -178,8 +294,11 @@ def softmax_cross_entropy(be, logits, target, dx=None, scale: float | None = Non
     scale = 1.0 / n if scale is None else float(scale)
     if dx is None:
         dx = np.empty_like(logits)
-    row_loss = np.empty(n, dtype=np.float64)
     nblocks = num_row_blocks(n, c)
+    if c <= SMALL_CLASSES:
+        total = _softmax_xent_small.pick(dt, logits.size)(logits, target, dx, scale, nblocks)
+        return float(total) / n, dx
+    row_loss = np.empty(n, dtype=np.float64)
     _softmax_xent.pick(dt, logits.size)(logits, target, dx, row_loss, scale, nblocks)
     return float(row_loss.sum()) / n, dx
 
@@ -191,6 +310,20 @@ def sparse_softmax_cross_entropy(be, logits, labels, dx=None, scale: float | Non
     if dt is None:
         return _ref_sparse_softmax_xent(be, logits, labels, dx, scale)
     n, c = logits.shape
+    if c <= SMALL_CLASSES and isinstance(labels, np.ndarray) and labels.shape == (n,) and (
+        labels.dtype.kind in "iu"
+    ):
+        # The kernel checks the label range itself (no min/max passes over the labels).
+        small_scale = 1.0 / n if scale is None else float(scale)
+        out = np.empty_like(logits) if dx is None else dx
+        int_labels = np.ascontiguousarray(labels, dtype=np.intp)
+        nblocks = num_row_blocks(n, c)
+        total, bad = _sparse_softmax_xent_small.pick(dt, logits.size)(
+            logits, int_labels, out, small_scale, nblocks
+        )
+        if not bad:
+            return float(total) / n, out
+        return _ref_sparse_softmax_xent(be, logits, labels, dx, scale)  # raises IndexError
     int_labels = _int_labels(labels, n, c)
     if int_labels is None:
         return _ref_sparse_softmax_xent(be, logits, labels, dx, scale)
