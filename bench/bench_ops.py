@@ -18,10 +18,10 @@ import functools
 
 import pytest
 
-from fastnn.bench import ops
-from fastnn.bench.pedantic import run_contender
-from fastnn.bench.peers import FUSED_SUFFIX, TORCH_CPU, TORCH_CUDA
 from fastnn.backends import NAMES, unavailable_reason
+from fastnn.bench import ops
+from fastnn.bench.pedantic import contender_or_skip, run_contender
+from fastnn.bench.peers import FUSED_SUFFIX, TORCH_CPU, TORCH_CUDA
 
 DTYPE = "float32"
 ROUNDS = 10
@@ -54,20 +54,9 @@ def _case(case_id: str):
     return CASES[case_id](backends)
 
 
-def _contender(case, name: str):
-    reason = unavailable_reason(name) if name in NAMES else None
-    if reason is not None:
-        pytest.skip(reason)
-    if name in case.unavailable:
-        pytest.skip(f"{name}: {case.unavailable[name]}")
-    if name not in case.factories:
-        pytest.skip(f"{name} does not run case {case.name} here (no such variant or device)")
-    return case.factories[name]()
-
-
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_op(benchmark, case_id, contender):
     """One contender of one ops case."""
     case = _case(case_id)
-    run_contender(benchmark, _contender(case, contender), ROUNDS, case=case)
+    run_contender(benchmark, contender_or_skip(case, contender), ROUNDS, case=case)

@@ -50,9 +50,9 @@ def load_average() -> str:
 
 def torch_info() -> dict[str, Any]:
     """Version, threads and CUDA device of PyTorch, or ``{"torch": "not installed"}``."""
-    from fastnn.bench.peers import import_torch
+    from fastnn.bench import peers
 
-    torch, reason = import_torch()
+    torch, reason = peers.import_torch()
     if torch is None:
         return {"torch": reason}
     info: dict[str, Any] = {

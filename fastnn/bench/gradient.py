@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fastnn.bench.results import Result
+from fastnn.bench.results import Result, noise_note
 from fastnn.bench.timing import SETTLE_S, TARGET_SAMPLE_S, measure_interleaved
 
 DTYPE = "float64"
@@ -151,8 +151,8 @@ def _row(case: str, family: str, size: int, backend: str, median: float, q1: flo
          samples: list[float], note: str, info: dict[str, Any],
          ratios: dict[str, float | str] | None = None) -> Result:
     return Result(suite="gradient", case=case, family=family, size=size, backend=backend,
-                  median_s=median, q1_s=q1, q3_s=q3, samples_s=samples, note=note,
-                  info=info, ratios=ratios or {})
+                  median_s=median, q1_s=q1, q3_s=q3, samples_s=samples,
+                  note=noise_note(median, q1, q3, note), info=info, ratios=ratios or {})
 
 
 def full_gradient_rows(backend_name: str, batch: int, repeat: int, settle_s: float,

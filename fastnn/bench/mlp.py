@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from fastnn.bench import peers
 from fastnn.bench.case import Case, Contender, Work
-from fastnn.bench.peers import FUSED_SUFFIX, import_torch, torch_devices, torch_sync
+from fastnn.bench.peers import FUSED_SUFFIX, torch_devices, torch_sync
 
 SEED = 0
 LAYERS = (784, 512, 512, 10)
@@ -172,7 +173,7 @@ def mlp_case(batch: int, optimizer: str, backends: list[str], compare: list[str]
         case.gemm_flops = gemm
         case.factories[SGEMM] = lambda: Contender(SGEMM, sgemm_step(batch, dtype))
     if "torch" in compare:
-        torch, reason = import_torch()
+        torch, reason = peers.import_torch()
         if torch is None:
             case.unavailable["torch-cpu"] = reason
         else:

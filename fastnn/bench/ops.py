@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from fastnn.bench import peers
 from fastnn.bench.case import Case, Contender, Work
-from fastnn.bench.peers import FUSED_SUFFIX, import_torch, torch_devices, torch_sync
+from fastnn.bench.peers import FUSED_SUFFIX, torch_devices, torch_sync
 
 SEED = 0
 DENSE_IN, DENSE_OUT = 784, 512
@@ -105,7 +106,7 @@ def _add_torch(case: Case, compare: list[str], make: Callable[[Any, str], Callab
     """Add a torch contender per device (and a fused variant) to ``case``."""
     if "torch" not in compare:
         return
-    torch, reason = import_torch()
+    torch, reason = peers.import_torch()
     if torch is None:
         case.unavailable["torch-cpu"] = reason
         return

@@ -18,6 +18,37 @@ from fastnn.bench.env import cpu_model
 from fastnn.bench.timing import SETTLE_S, WARMUP_CALLS
 
 
+def contender_or_skip(case: Case, name: str) -> Contender:
+    """Build contender ``name`` of ``case`` and call it once, or ``pytest.skip`` saying why
+    it cannot run here (backend unavailable, torch missing, no such device or variant,
+    a failing trial call)."""
+    import pytest
+
+    from fastnn.backends import NAMES, unavailable_reason
+    from fastnn.bench.peers import FUSED_SUFFIX, TORCH_CUDA
+
+    reason = unavailable_reason(name) if name in NAMES else None
+    if reason is not None:
+        pytest.skip(reason)
+    if name in case.unavailable:
+        pytest.skip(f"{name}: {case.unavailable[name]}")
+    if name not in case.factories:
+        if name.startswith(TORCH_CUDA) and not any(
+            n.startswith(TORCH_CUDA) for n in case.factories
+        ):
+            pytest.skip(f"{name}: torch sees no CUDA device here")
+        if name.endswith(FUSED_SUFFIX):
+            pytest.skip(f"{name}: torch has no fused=True variant for {case.name}")
+        pytest.skip(f"{name} does not run {case.name}")
+    try:
+        contender = case.factories[name]()
+        contender.fn()
+        contender.sync()
+    except Exception as exc:  # a peer lacking a variant on this device, say
+        pytest.skip(f"{name} failed its trial call: {type(exc).__name__}: {exc}")
+    return contender
+
+
 def record_info(benchmark: Any, case: Case | None, contender: Contender,
                 **extra: Any) -> None:
     """Fill ``benchmark.extra_info`` with the facts of this case and contender."""
@@ -63,4 +94,4 @@ def run_contender(benchmark: Any, contender: Contender, rounds: int,
     return float(benchmark.stats.stats.median)
 
 
-__all__ = ["record_info", "run_contender"]
+__all__ = ["contender_or_skip", "record_info", "run_contender"]

@@ -56,7 +56,7 @@ def torch_baselines(compare: list[str]) -> tuple[list[str], dict[str, str]]:
     names = [TORCH_CPU, TORCH_CPU + FUSED_SUFFIX]
     torch, reason = import_torch()
     if torch is None:
-        return names, {name: reason for name in names}
+        return names, dict.fromkeys(names, reason)
     return names, {}
 
 

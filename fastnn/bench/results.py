@@ -10,6 +10,16 @@ from typing import Any
 
 #: What a ratio cell says when the baseline could not run.
 NOT_INSTALLED = "not installed"
+#: A row whose inter-quartile range exceeds this share of its median is flagged NOISY
+#: (another process competed for the cores: rerun it on a quiet machine).
+NOISY_IQR = 0.5
+
+
+def noise_note(median: float, q1: float, q3: float, note: str = "") -> str:
+    """``note``, with ``NOISY: IQR > 50% of median`` appended when the spread is that wide."""
+    if median > 0 and (q3 - q1) > NOISY_IQR * median:
+        return "; ".join(filter(None, [note, f"NOISY: IQR > {NOISY_IQR:.0%} of median"]))
+    return note
 
 
 @dataclass
@@ -125,14 +135,16 @@ def format_table(results: list[Result], baselines: list[str]) -> str:
     head = ["case", "backend", "median", "IQR", "throughput", *[f"x {b}" for b in used], "note"]
     rows = [head]
     for r in results:
+        ran = r.median_s is not None
+        short = len(r.note) <= len(NOT_INSTALLED)  # a reason short enough for the cell
         rows.append([
             r.case,
             r.backend,
-            format_seconds(r.median_s) if r.median_s is not None else (r.note or "-"),
+            format_seconds(r.median_s) if ran else (r.note if short and r.note else "-"),
             format_seconds(r.iqr_s),
             format_rate(r.throughput, r.throughput_unit),
             *[_ratio_cell(r.ratios.get(b)) for b in used],
-            r.note if r.median_s is not None else "",
+            r.note if ran or not short else "",
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []
@@ -166,11 +178,13 @@ def _jsonable(value: Any) -> Any:
 
 
 __all__ = [
+    "NOISY_IQR",
     "NOT_INSTALLED",
     "Result",
     "add_ratios",
     "format_rate",
     "format_seconds",
     "format_table",
+    "noise_note",
     "write_json",
 ]

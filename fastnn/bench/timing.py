@@ -91,7 +91,10 @@ def calibrate(
     target_sample_s: float = TARGET_SAMPLE_S,
     max_inner: int = MAX_INNER,
 ) -> int:
-    """Calls per sample so that one sample lasts about ``target_sample_s`` (at least 1)."""
+    """Calls per sample so that one sample lasts about ``target_sample_s`` (at least 1;
+    exactly 1, without a trial call, when ``target_sample_s`` <= 0)."""
+    if target_sample_s <= 0:
+        return 1
     sync = sync or _no_sync
     one = _timed(fn, sync, 1)
     if one <= 0.0:
