@@ -723,8 +723,14 @@ class Sequential:
         return {name: g for name, _, g in self.named_parameters()}
 
     def _params_finite(self) -> bool:
+        # A sum is NaN or Inf when any term is, and needs no temporary (isfinite(p) would
+        # allocate a parameter-sized mask every check). Finite values whose sum overflows
+        # fall back to the exact, allocating test.
         xp = self.backend.xp
-        return all(bool(xp.isfinite(p).all()) for _, p, _ in self.named_parameters())
+        for _, p, _ in self.named_parameters():
+            if not math.isfinite(float(xp.sum(p))) and not bool(xp.isfinite(p).all()):
+                return False
+        return True
 
     def _handle_divergence(self, xb, epoch: int, step: int, loss: float | None, m: int,
                            cb) -> bool:

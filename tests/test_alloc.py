@@ -119,12 +119,6 @@ def test_fit_steps_allocate_no_parameter_sized_temporary(traced, optimizer):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Sequential._run_epoch ends every epoch with _params_finite(), whose "
-           "xp.isfinite(p).all() allocates a boolean array per parameter (256 KiB for the "
-           "512x512 W): with full-batch training that is once per step",
-)
 def test_fit_epoch_end_allocates_no_parameter_sized_temporary(traced):
     model = _model("sgd-momentum")
     x, y = _data(4 * BATCH)
