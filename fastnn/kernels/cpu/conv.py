@@ -1,15 +1,31 @@
 """Numba kernels of the convolution and pooling ops (the ``numba`` overrides).
 
-Conv2D runs as im2col + GEMM. Below :data:`SERIAL_GEMM_MACS` multiply-adds (the digits
-examples, small batches) everything runs in Numba on the calling thread: the unfold
-(``im2col``), the GEMMs, the transposes between the GEMM's ``(F, N * OH * OW)`` rows and NCHW
-(fused with the bias add and the bias gradient) and the fold (``col2im``), so no thread pool
-is woken and none fights another. BLAS-sized convolutions go to the NumPy reference (strided
-copies and one BLAS GEMM), which measured faster than Numba kernels between BLAS calls on two
-cores. Depthwise convolutions (``groups == C``, one input channel per filter) skip the unfold
-and run as direct loops. Pooling runs as direct loops over ``(n, c)`` planes. Each kernel has
-a parallel and a serial build; :data:`SERIAL_WORK` picks one by size. Column layout, tie rule
-and padding semantics are those of :mod:`fastnn.kernels.reference.conv`.
+Conv2D runs as im2col + GEMM. Three regimes:
+
+- BLAS-sized, ungrouped (the N=32, 16->32, 28x28 benchmark): image by image
+  (:func:`_image_forward` / :func:`_image_backward`). Python threads take images from a
+  shared counter; each unfolds its image into a per-thread column buffer that stays in the
+  cache (C*kh*kw x OH*OW) and runs the image's GEMMs on ONE BLAS thread, writing the NCHW
+  output (or dx[n]) directly: no batch-sized column matrix, no transpose pass, no BLAS
+  barrier and no spinning BLAS worker next to a Numba pass (see
+  :mod:`fastnn.kernels.cpu.blas_threads`). The forward returns the input itself as what
+  the backward reads; the backward unfolds each image again (8 us per image, cheaper than
+  writing and re-reading a 14 MB column matrix). :data:`IMAGE_BY_IMAGE` = False selects the
+  batch-wide layout below with BLAS GEMMs instead.
+- Below :data:`SERIAL_GEMM_MACS` multiply-adds (the digits examples, small batches): one
+  batch-wide unfold, serial Numba GEMM loops on the calling thread (no pool is woken, none
+  fights another), and a Numba pass between the GEMM's ``(F, N * OH * OW)`` rows and NCHW
+  fused with the bias add (forward) or the bias gradient (backward).
+- Grouped (not depthwise) convolutions of BLAS size use the NumPy reference; depthwise ones
+  (``groups == C``, one input channel per filter) skip the unfold and run as direct loops.
+
+Unfold and fold work on whole ``(image, channel)`` planes. For unit-stride windows whose
+output is as wide as the input (``padding="same"``, stride 1) each window offset is ONE
+long shifted copy (or add) of the flat plane followed by a few zero writes at the row edges,
+instead of a short loop per output row (3x3 over 28x28: 8 us per image instead of 80 us).
+Pooling runs as direct loops over ``(n, c)`` planes. Each kernel has a parallel and a serial
+build; :data:`SERIAL_WORK` picks one by size. Column layout, tie rule and padding semantics
+are those of :mod:`fastnn.kernels.reference.conv`.
 
 Each public wrapper checks dtypes, contiguity and shapes before a kernel runs; arrays a
 kernel cannot take (other dtypes, overlapping outputs) go to the reference implementation
@@ -18,10 +34,13 @@ and inconsistent shapes raise ``ValueError``, so a bad argument never reaches co
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import prange, types
 from numba.extending import register_jitable
 
+from fastnn.kernels.cpu.blas_threads import parallel_items, worker_count
 from fastnn.kernels.cpu.jit import LazyKernel, array, cast_to, is_kernel_array, is_kernel_output
 from fastnn.kernels.reference import conv as ref
 from fastnn.kernels.registry import override
@@ -57,39 +76,6 @@ def _valid_range(off, step, size, count):
     return b0, b1
 
 
-def _im2col_kernel(x, cols, geo):
-    n_img, n_ch, h, w = x.shape
-    kh, kw, sh, sw = geo[_KH], geo[_KW], geo[_SH], geo[_SW]
-    pt, pl, dh, dw, oh, ow = geo[_PT], geo[_PL], geo[_DH], geo[_DW], geo[_OH], geo[_OW]
-    k = kh * kw
-    plane = oh * ow
-    zero = cast_to(0.0, cols.dtype)
-    for t in prange(n_ch * k * n_img):
-        n = t % n_img
-        r = t // n_img
-        c = r // k
-        i = (r % k) // kw
-        j = r % kw
-        off = j * dw - pl
-        b0, b1 = _valid_range(off, sw, w, ow)
-        for a in range(oh):
-            ih = a * sh + i * dh - pt
-            dst = n * plane + a * ow
-            if ih < 0 or ih >= h:
-                for b in range(ow):
-                    cols[r, dst + b] = zero
-                continue
-            for b in range(b0):
-                cols[r, dst + b] = zero
-            if sw == 1:  # unit stride: a contiguous slice copy (no per-index wraparound)
-                cols[r, dst + b0 : dst + b1] = x[n, c, ih, b0 + off : b1 + off]
-            else:
-                for b in range(b0, b1):
-                    cols[r, dst + b] = x[n, c, ih, b * sw + off]
-            for b in range(b1, ow):
-                cols[r, dst + b] = zero
-
-
 def _col2im_kernel(cols, dx, geo):
     n_img, n_ch, h, w = dx.shape
     kh, kw, sh, sw = geo[_KH], geo[_KW], geo[_SH], geo[_SW]
@@ -111,11 +97,167 @@ def _col2im_kernel(cols, dx, geo):
                     if ih < 0 or ih >= h:
                         continue
                     src = n * plane + a * ow
-                    if sw == 1:
-                        dx[n, c, ih, b0 + off : b1 + off] += cols[r, src + b0 : src + b1]
+                    if sw == 1:  # element loop: a slice ``+=`` builds temporaries
+                        for b in range(b0, b1):
+                            dx[n, c, ih, b + off] += cols[r, src + b]
                     else:
                         for b in range(b0, b1):
                             dx[n, c, ih, b * sw + off] += cols[r, src + b]
+
+
+@register_jitable
+def _flat_shift(di, dj, h, w, oh):
+    """For a unit-stride window offset with OW == W: output rows [a0, a1) read input rows
+    a + di inside the image, and the flat output positions [lo, hi) read the flat input plane
+    at q + di * w + dj inside [0, h * w) (the columns that wrap around a row edge included)."""
+    a0 = max(-di, 0)
+    a1 = min(h - di, oh)
+    if a0 > a1:
+        a0 = a1
+    shift = di * w + dj
+    lo = max(a0 * w, -shift)
+    hi = min(a1 * w, h * w - shift)
+    if lo > hi:
+        lo = hi
+    return a0, a1, shift, lo, hi
+
+
+@register_jitable
+def _copy(dst, src, count):
+    """dst[:count] = src[:count]; indices from 0 so that LLVM drops the wraparound checks."""
+    for q in range(count):
+        dst[q] = src[q]
+
+
+@register_jitable
+def _add(dst, src, count):
+    """dst[:count] += src[:count]."""
+    for q in range(count):
+        dst[q] += src[q]
+
+
+@register_jitable
+def _fill(dst, value):
+    for q in range(dst.shape[0]):
+        dst[q] = value
+
+
+@register_jitable
+def _unfold_plane(src, cols, c, col0, geo, h, w):
+    """Write the rows ``(c * kh + i) * kw + j`` of ``cols``, columns [col0, col0 + OH * OW),
+    from the flat input plane ``src`` (H * W,) of channel ``c`` of one image."""
+    kh, kw, sh, sw = geo[_KH], geo[_KW], geo[_SH], geo[_SW]
+    pt, pl, dh, dw, oh, ow = geo[_PT], geo[_PL], geo[_DH], geo[_DW], geo[_OH], geo[_OW]
+    zero = cast_to(0.0, cols.dtype)
+    plane = oh * ow
+    flat = sh == 1 and sw == 1 and ow == w
+    for i in range(kh):
+        for j in range(kw):
+            row = cols[(c * kh + i) * kw + j, col0 : col0 + plane]
+            di = i * dh - pt
+            dj = j * dw - pl
+            b0, b1 = _valid_range(dj, sw, w, ow)
+            if flat:
+                # One long shifted copy of the plane, then zero what lies in the padding.
+                a0, a1, shift, lo, hi = _flat_shift(di, dj, h, w, oh)
+                _fill(row[:lo], zero)
+                _copy(row[lo:hi], src[lo + shift : hi + shift], hi - lo)
+                _fill(row[hi:], zero)
+                for a in range(a0, a1):
+                    for b in range(b0):
+                        row[a * ow + b] = zero
+                    for b in range(b1, ow):
+                        row[a * ow + b] = zero
+                continue
+            for a in range(oh):
+                ih = a * sh + di
+                line = row[a * ow : (a + 1) * ow]
+                if ih < 0 or ih >= h:
+                    _fill(line, zero)
+                    continue
+                _fill(line[:b0], zero)
+                s0 = ih * w + dj
+                if sw == 1:
+                    _copy(line[b0:b1], src[s0 + b0 : s0 + b1], b1 - b0)
+                else:
+                    for b in range(b0, b1):
+                        line[b] = src[s0 + b * sw]
+                _fill(line[b1:], zero)
+
+
+@register_jitable
+def _fold_plane(cols, dst, c, col0, geo, h, w):
+    """dst (H * W,) = the fold of the rows of channel ``c`` of ``cols``, columns
+    [col0, col0 + OH * OW). The entries that im2col reads from the padding are zeroed in
+    ``cols`` on the way (it is scratch here), which lets unit-stride rows fold as one long
+    shifted add."""
+    kh, kw, sh, sw = geo[_KH], geo[_KW], geo[_SH], geo[_SW]
+    pt, pl, dh, dw, oh, ow = geo[_PT], geo[_PL], geo[_DH], geo[_DW], geo[_OH], geo[_OW]
+    zero = cast_to(0.0, cols.dtype)
+    plane = oh * ow
+    flat = sh == 1 and sw == 1 and ow == w
+    _fill(dst, zero)
+    for i in range(kh):
+        for j in range(kw):
+            row = cols[(c * kh + i) * kw + j, col0 : col0 + plane]
+            di = i * dh - pt
+            dj = j * dw - pl
+            b0, b1 = _valid_range(dj, sw, w, ow)
+            if flat:
+                a0, a1, shift, lo, hi = _flat_shift(di, dj, h, w, oh)
+                for a in range(a0, a1):
+                    for b in range(b0):
+                        row[a * ow + b] = zero
+                    for b in range(b1, ow):
+                        row[a * ow + b] = zero
+                _add(dst[lo + shift : hi + shift], row[lo:hi], hi - lo)
+                continue
+            for a in range(oh):
+                ih = a * sh + di
+                if ih < 0 or ih >= h:
+                    continue
+                s0 = ih * w + dj
+                if sw == 1:
+                    _add(dst[s0 + b0 : s0 + b1], row[a * ow + b0 : a * ow + b1], b1 - b0)
+                else:
+                    for b in range(b0, b1):
+                        dst[s0 + b * sw] += row[a * ow + b]
+
+
+def _im2col_fast_kernel(x, cols, geo):
+    """cols (C * kh * kw, N * OH * OW) = im2col(x), parallel over (image, channel) planes."""
+    n_img, n_ch, h, w = x.shape
+    plane = geo[_OH] * geo[_OW]
+    xf = x.reshape(n_img * n_ch, h * w)
+    for t in prange(n_img * n_ch):
+        _unfold_plane(xf[t], cols, t % n_ch, (t // n_ch) * plane, geo, h, w)
+
+
+def _col2im_scratch_kernel(cols, dx, geo):
+    """dx = col2im(cols), parallel over (image, channel) planes; ``cols`` is overwritten in
+    its padding entries (see _fold_plane)."""
+    n_img, n_ch, h, w = dx.shape
+    plane = geo[_OH] * geo[_OW]
+    df = dx.reshape(n_img * n_ch, h * w)
+    for t in prange(n_img * n_ch):
+        _fold_plane(cols, df[t], t % n_ch, (t // n_ch) * plane, geo, h, w)
+
+
+def _im2col_image_kernel(x, n, cols, geo):
+    """cols (C * kh * kw, OH * OW) = the unfold of image ``n`` of x, on the calling thread."""
+    n_img, n_ch, h, w = x.shape
+    xf = x.reshape(n_img * n_ch, h * w)
+    for c in range(n_ch):
+        _unfold_plane(xf[n * n_ch + c], cols, c, 0, geo, h, w)
+
+
+def _col2im_image_kernel(cols, n, dx, geo):
+    """dx[n] = the fold of one image's columns (C * kh * kw, OH * OW), on the calling
+    thread; ``cols`` is scratch (see _fold_plane)."""
+    n_img, n_ch, h, w = dx.shape
+    df = dx.reshape(n_img * n_ch, h * w)
+    for c in range(n_ch):
+        _fold_plane(cols, df[n * n_ch + c], c, 0, geo, h, w)
 
 
 def _rows_to_nchw_kernel(rows, bias, y):
@@ -388,7 +530,6 @@ class _Kernel:
 
 
 _GEO = array(types.int64, 1, True)
-_im2col = _Kernel(_im2col_kernel, lambda T: (array(T, 4, True), array(T, 2), _GEO))
 _col2im = _Kernel(_col2im_kernel, lambda T: (array(T, 2, True), array(T, 4), _GEO))
 _rows_to_nchw = _Kernel(
     _rows_to_nchw_kernel, lambda T: (array(T, 2, True), array(T, 1, True), array(T, 3))
@@ -409,6 +550,16 @@ _dw_input_grad = _Kernel(
     _depthwise_input_grad_kernel,
     lambda T: (array(T, 4, True), array(T, 4, True), array(T, 4), _GEO),
 )
+_im2col_fast = _Kernel(_im2col_fast_kernel, lambda T: (array(T, 4, True), array(T, 2), _GEO))
+_im2col_image = LazyKernel(
+    _im2col_image_kernel, lambda T: (array(T, 4, True), types.int64, array(T, 2), _GEO),
+    parallel=False,
+)
+_col2im_image = LazyKernel(
+    _col2im_image_kernel, lambda T: (array(T, 2), types.int64, array(T, 4), _GEO),
+    parallel=False,
+)
+_col2im_scratch = _Kernel(_col2im_scratch_kernel, lambda T: (array(T, 2), array(T, 4), _GEO))
 _GEMM_SIG = lambda T: (array(T, 2, True), array(T, 2, True), array(T, 2))  # noqa: E731
 _gemm_nn = LazyKernel(_gemm_nn_kernel, _GEMM_SIG, parallel=False)
 _gemm_tn = LazyKernel(_gemm_tn_kernel, _GEMM_SIG, parallel=False)
@@ -424,6 +575,26 @@ _avgpool = _Kernel(_avgpool_kernel, lambda T: (array(T, 4, True), array(T, 4), _
 _avgpool_backward = _Kernel(
     _avgpool_backward_kernel, lambda T: (array(T, 4, True), array(T, 4), _GEO)
 )
+
+
+#: Whether BLAS-sized ungrouped convolutions run image by image on Python threads with
+#: single-threaded BLAS (:func:`_image_forward`); else as one batch-wide unfold, three
+#: multi-threaded BLAS GEMMs and layout passes.
+IMAGE_BY_IMAGE = True
+
+#: Whether the layout kernels between BLAS calls run on the calling thread only. OpenBLAS's
+#: idle workers spin for a while after each GEMM; a Numba parallel region right after one
+#: waits for a core that a spinning worker holds (PERF-NOTES: pools fight), and these passes
+#: are memory-bound anyway.
+SERIAL_BETWEEN_BLAS = True
+
+
+def _layout(kernel: _Kernel, dt, work: int, blas: bool):
+    """The build of a layout kernel for a convolution whose GEMMs do (``blas``) or do not
+    go to BLAS."""
+    if blas and SERIAL_BETWEEN_BLAS:
+        return kernel.serial[dt]
+    return kernel.pick(dt, work)
 
 
 # -- validation helpers ------------------------------------------------------------------
@@ -473,6 +644,89 @@ def _mm_nt(a, b, out):
         np.matmul(a, b.T, out=out)
 
 
+# -- image by image: BLAS-sized ungrouped convolutions --------------------------------------
+_tls = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A buffer private to the calling thread, kept between calls (no page faults)."""
+    store = getattr(_tls, "buffers", None)
+    if store is None:
+        store = _tls.buffers = {}
+    key = (name, np.dtype(dtype))
+    buf = store.get(key)
+    if buf is None or buf.shape != shape:
+        buf = store[key] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+def _image_forward(x, W, b, y, geo, dt) -> None:
+    """y[n] = W (F, C*kh*kw) @ unfold(x[n]) + b, image by image, images spread over threads.
+
+    One image's columns (C*kh*kw, OH*OW; 451 KiB for the benchmark) live in a per-thread
+    buffer that stays in the cache, and the GEMM writes the image's NCHW output directly: no
+    batch-sized column matrix, no transpose pass. Each thread runs its GEMMs on one BLAS
+    thread (:func:`~fastnn.kernels.cpu.blas_threads.parallel_items`)."""
+    n, f = x.shape[0], W.shape[0]
+    ck = W.size // f
+    plane = y.shape[2] * y.shape[3]
+    w2 = W.reshape(f, ck)
+    b2 = None if b is None else b.reshape(f, 1)
+    y3 = y.reshape(n, f, plane)
+    unfold = _im2col_image[dt]
+
+    def body(worker: int, items) -> None:
+        cols = _scratch("cols", (ck, plane), dt)
+        for i in items:
+            unfold(x, i, cols, geo)
+            yi = y3[i]
+            np.matmul(w2, cols, out=yi)
+            if b2 is not None:
+                yi += b2
+
+    parallel_items(body, n)
+
+
+def _image_backward(dy, W, x, geo, dW, db, dx, need_dx, dt) -> None:
+    """The backward of :func:`_image_forward`, image by image: the columns are unfolded again
+    from the saved input (cheaper than keeping a batch-sized column matrix), dW and db are
+    summed per thread and then over threads, and each image's column gradient is folded into
+    dx[n] while it is still in the cache."""
+    n, f = dy.shape[:2]
+    ck = W.size // f
+    plane = dy.shape[2] * dy.shape[3]
+    w2t = W.reshape(f, ck).T
+    dy3 = dy.reshape(n, f, plane)
+    unfold, fold = _im2col_image[dt], _col2im_image[dt]
+    workers = worker_count(n)
+    acc_w = np.zeros((workers, f, ck), dtype=dt) if dW is not None else None
+    acc_b = np.zeros((workers, f), dtype=dt) if db is not None else None
+
+    def body(worker: int, items) -> None:
+        cols = _scratch("cols", (ck, plane), dt)
+        dcols = _scratch("dcols", (ck, plane), dt)
+        tmp_w = _scratch("dw", (f, ck), dt)
+        tmp_b = _scratch("db", (f,), dt)
+        for i in items:
+            dyi = dy3[i]
+            if acc_b is not None:
+                np.add.reduce(dyi, axis=1, out=tmp_b)
+                acc_b[worker] += tmp_b
+            if acc_w is not None:
+                unfold(x, i, cols, geo)
+                np.matmul(dyi, cols.T, out=tmp_w)
+                acc_w[worker] += tmp_w
+            if need_dx:
+                np.matmul(w2t, dyi, out=dcols)
+                fold(dcols, i, dx, geo)
+
+    used = parallel_items(body, n)
+    if acc_w is not None:
+        np.sum(acc_w[:used], axis=0, out=dW.reshape(f, ck))
+    if acc_b is not None:
+        np.sum(acc_b[:used], axis=0, out=db)
+
+
 # -- overrides ---------------------------------------------------------------------------
 @override("numba")
 def im2col(
@@ -490,7 +744,7 @@ def im2col(
         return ref.im2col(be, x, kernel_size, stride, padding, dilation, out=out)
     cols = _alloc(out, shape, dt)
     geo = _geometry(kernel_size, stride, padding, dilation, (oh, ow))
-    _im2col.pick(dt, cols.size)(x, cols, geo)
+    _im2col_fast.pick(dt, cols.size)(x, cols, geo)
     return cols
 
 
@@ -556,13 +810,18 @@ def conv2d_forward(
         return y, x  # the direct backward reads the input itself
     ck = cg * kh * kw
     if not _small(f, ck, p):
-        # BLAS-sized GEMMs: the NumPy reference (strided copies + one BLAS call) is faster here
-        # than Numba kernels between BLAS calls (see SERIAL_GEMM_MACS): 9 ms against 11.5 ms
-        # (parallel kernels: 24 ms) for the N=32, 16->32, 28x28 benchmark on two cores.
-        return ref.conv2d_forward(be, x, W, b, stride, padding, dilation, groups, cols, rows,
-                                  out)
-    cols = im2col(be, x, (kh, kw), stride, padding, dilation, out=cols)
+        if groups == 1 and IMAGE_BY_IMAGE:
+            # BLAS-sized: image by image, images spread over threads (see _image_forward).
+            _image_forward(x, W, b, y, geo, dt)
+            return y, x  # the backward unfolds the saved input again, image by image
+        if groups != 1:
+            return ref.conv2d_forward(be, x, W, b, stride, padding, dilation, groups, cols,
+                                      rows, out)
+    blas = not _small(f, ck, p)
+    if cols is None or not is_kernel_output(cols, dt, (groups * ck, p), x):
+        cols = np.empty((groups * ck, p), dtype=dt)
     rows = _alloc(rows, (f, p), dt)
+    _layout(_im2col_fast, dt, cols.size, blas)(x, cols, geo)
     if groups == 1:
         _mm(W.reshape(f, ck), cols, rows)
     else:
@@ -570,7 +829,7 @@ def conv2d_forward(
             W.reshape(groups, f // groups, ck), cols.reshape(groups, ck, p),
             out=rows.reshape(groups, f // groups, p),
         )
-    _rows_to_nchw.pick(dt, rows.size)(rows, bias, y.reshape(n, f, oh * ow))
+    _layout(_rows_to_nchw, dt, rows.size, blas)(rows, bias, y.reshape(n, f, oh * ow))
     return y, cols
 
 
@@ -612,23 +871,34 @@ def conv2d_backward(
     if (
         (dW is not None and not _ok_out(dW, dt, W.shape, dy, W))
         or (db is not None and not _ok_out(db, dt, (f,), dy))
-        or (dx is not None and not _ok_out(dx, dt, x_shape, dy))
+        or (dx is not None and not _ok_out(dx, dt, x_shape, dy, cols))
         or not _ok_out(rows, dt, (f, p), dy)
     ):
         return ref.conv2d_backward(*args)
     dy3 = dy.reshape(n, f, oh * ow)
     geo = _geometry((kh, kw), stride, padding, dilation, (oh, ow))
     if cols.ndim == 4:
-        # The depthwise forward saved the input itself: direct kernels, no columns.
-        if not (groups == x_shape[1] and W.shape[1] == 1 and f % groups == 0):
+        # The forward saved the input itself: the depthwise path (direct kernels, no columns)
+        # or the per-image path of BLAS-sized convolutions (columns unfolded again).
+        if groups > 1 and groups == x_shape[1] and W.shape[1] == 1 and f % groups == 0:
+            return _depthwise_backward(dy, W, cols, x_shape, geo, dW, db, dx, need_dx, dt)
+        if groups != 1:
             raise ValueError(
                 f"conv2d_backward: received the saved input of shape {cols.shape}, which only "
-                f"the depthwise path (groups == channels, W of shape (F, 1, kh, kw)) returns; "
-                f"received groups={groups}, W of shape {W.shape}"
+                f"the depthwise path (groups == channels, W of shape (F, 1, kh, kw)) and the "
+                f"image-by-image path (groups == 1) return; received groups={groups}, W of "
+                f"shape {W.shape}"
             )
-        return _depthwise_backward(dy, W, cols, x_shape, geo, dW, db, dx, need_dx, dt)
-    if not _small(f, ck, p):
-        return ref.conv2d_backward(*args)  # BLAS-sized: see conv2d_forward
+        if tuple(cols.shape) != tuple(x_shape) or not is_kernel_array(cols, dt):
+            raise ValueError(
+                f"conv2d_backward: the saved input has shape {cols.shape} and dtype "
+                f"{cols.dtype}, expected {tuple(x_shape)} {dt.name}"
+            )
+        dx = _alloc(dx, tuple(x_shape), dt) if need_dx else None
+        _image_backward(dy, W, cols, geo, dW, db, dx, need_dx, dt)
+        return dx
+    if groups != 1 and not _small(f, ck, p):
+        return ref.conv2d_backward(*args)  # BLAS-sized grouped: see conv2d_forward
     if not is_kernel_array(cols, dt, (groups * ck, p)):
         raise ValueError(
             f"conv2d_backward: expected the forward's columns of shape {(groups * ck, p)} and "
@@ -640,7 +910,9 @@ def conv2d_backward(
             _bias_grad.pick(dt, dy3.size)(dy3, db)
         return None
     rows = _alloc(rows, (f, p), dt)
-    _nchw_to_rows.pick(dt, rows.size)(dy3, rows, _empty_bias(dt) if db is None else db)
+    blas = not _small(f, ck, p)
+    bias_out = _empty_bias(dt) if db is None else db
+    _layout(_nchw_to_rows, dt, rows.size, blas)(dy3, rows, bias_out)
     if dW is not None:
         if groups == 1:
             _mm_nt(rows, cols, dW.reshape(f, ck))
@@ -653,7 +925,7 @@ def conv2d_backward(
     if not need_dx:
         return None
     shape = (groups * ck, p)
-    if not _ok_out(dcols, dt, shape):
+    if dcols is not None and not is_kernel_output(dcols, dt, shape, dy, W, cols, rows, dx):
         dcols = None
     dcols = _alloc(dcols, shape, dt)
     if groups == 1:
@@ -664,7 +936,10 @@ def conv2d_backward(
             rows.reshape(groups, f // groups, p),
             out=dcols.reshape(groups, ck, p),
         )
-    return col2im(be, dcols, x_shape, (kh, kw), stride, padding, dilation, out=dx)
+    # dcols is this op's scratch: the fold may zero its padding entries (_fold_plane).
+    dx = _alloc(dx, tuple(x_shape), dt)
+    _layout(_col2im_scratch, dt, dcols.size, blas)(dcols, dx, geo)
+    return dx
 
 
 def _is_index_array(a, shape) -> bool:

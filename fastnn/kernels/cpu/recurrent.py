@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange, types
 
 from fastnn.kernels.cpu.fastexp import fast_exp
-from fastnn.kernels.cpu.jit import HELPER_FASTMATH, LazyKernel, array, cast_to
+from fastnn.kernels.cpu.jit import LazyKernel, array, cast_to, helper_jit_flags
 from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
 from fastnn.kernels.reference import recurrent as ref
 from fastnn.kernels.registry import override
@@ -43,7 +43,7 @@ CELL_PARALLEL = False
 EMBEDDING_MIN_COLUMNS = 16
 
 # error_model="numpy": no ZeroDivisionError branch in the divisions, so loops vectorise.
-_helper = njit(fastmath=set(HELPER_FASTMATH), error_model="numpy")
+_helper = njit(**helper_jit_flags())
 
 
 @_helper

@@ -127,8 +127,8 @@ def conv2d_forward(
 
     Returns:
         ``(y, cols)``: the output and what :func:`conv2d_backward` reads as ``cols``: the
-        unfolded input, or, in implementations that convolve directly (the Numba depthwise
-        path), the input ``x`` itself.
+        unfolded input, or, in implementations that do not keep batch-wide columns (the
+        Numba depthwise and image-by-image paths), the input ``x`` itself.
     """
     xp = be.xp
     n, c, h, w = x.shape
