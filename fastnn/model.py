@@ -100,6 +100,18 @@ class Sequential:
             layer.cast(self.dtype)
         if any(existing is layer for existing in self.layers):
             raise ValueError(f"Sequential.add: layer {layer.name!r} is already in the model")
+        # Parameters, optimizer state and checkpoints are keyed "layer/param": a second layer
+        # of the same name would share the first one's optimizer state (or not be trained).
+        taken = {existing.name for existing in self._all_layers()}
+        for sub in (layer, *_nested_layers(layer)):
+            if sub.name in taken:
+                raise ValueError(
+                    f"Sequential.add: the model already has a layer named {sub.name!r}; "
+                    f"{sub.describe()} needs a unique name (layers are keyed by name in "
+                    "parameters, optimizer state and checkpoints): pass name=... when "
+                    "creating it"
+                )
+            taken.add(sub.name)
         self.layers.append(layer)
         if self.input_shape is not None:
             self._build_from(len(self.layers) - 1)
@@ -658,10 +670,12 @@ class Sequential:
         return any(layer.regularizers for layer in self._all_layers())
 
     def _step_threads(self) -> Any:
-        """Context of the training steps: on the numba backend the Numba kernels run
+        """Context of the training steps: on the numba backend the dense-path kernels (those
+        built with ``LazyKernel``: activations, softmax/losses, optimizers) run
         single-threaded there and BLAS keeps the cores (see
         :class:`fastnn.kernels.cpu.jit.serial_kernels`: parallel kernels interleaved with
-        multi-threaded matmuls wait on each other's spinning threads)."""
+        multi-threaded matmuls wait on each other's spinning threads). The conv, extra
+        activation and recurrent kernels keep their own serial/parallel choice."""
         if self.backend.name != "numba":
             return contextlib.nullcontext()
         from fastnn.kernels.cpu.jit import serial_kernels
@@ -1009,7 +1023,9 @@ class _FlatStorage:
 
     Building it copies the current values in and rebinds ``layer.params[key]`` and
     ``layer.grads[key]`` to C-contiguous views (so the layers, saving and loading keep working
-    on per-parameter arrays), after which one optimizer call updates every parameter.
+    on per-parameter arrays), after which one optimizer call updates every parameter. A layer
+    attribute holding the same array object (``self.w = self.add_param(...)``) is rebound too;
+    arrays kept anywhere else (lists, other objects) are not.
 
     Attributes:
         params: (P,) all trainable parameters.
@@ -1021,6 +1037,11 @@ class _FlatStorage:
         self.params = params
         self.grads = grads
         self.layout = layout
+
+    def __deepcopy__(self, memo: dict) -> None:
+        # copy.deepcopy of a model copies every view into an array of its own, so copied
+        # buffers would no longer hold the copied layers' parameters: the copy builds its own.
+        return None
 
     def matches(self, entries: list[tuple[str, Layer, str]]) -> bool:
         """Whether ``entries`` are still exactly the parameters stored here."""
@@ -1059,9 +1080,19 @@ class _FlatStorage:
             gv[...] = g
             layer.params[key] = pv
             layer.grads[key] = gv
+            _rebind_attributes(layer, {id(p): (p, pv), id(g): (g, gv)})
             layout.append((name, pv, gv))
             offset += size
         return cls(flat_p, flat_g, layout)
+
+
+def _rebind_attributes(layer: Layer, moved: dict[int, tuple[Any, Any]]) -> None:
+    """Point attributes of ``layer`` that hold a moved array (``self.w = self.add_param(...)``
+    in a custom layer) at its new view, so that the layer keeps using its trained parameter."""
+    for attr, value in list(vars(layer).items()):
+        old_new = moved.get(id(value))
+        if old_new is not None and old_new[0] is value:
+            setattr(layer, attr, old_new[1])
 
 
 #: FLOPs per output element of parameter-free layers, by activation name (others: 1).
@@ -1120,6 +1151,15 @@ def _bytes(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{int(n)} B"
+
+
+def _nested_layers(layer: Layer) -> list[Layer]:
+    """Every sublayer of ``layer``, depth first (not ``layer`` itself)."""
+    out = []
+    for sub in layer.sublayers():
+        out.append(sub)
+        out.extend(_nested_layers(sub))
+    return out
 
 
 def _layer_arrays(layer: Layer) -> list[Any]:

@@ -78,6 +78,12 @@ def test_flat_storage_follows_cast_freeze_and_new_layers(backend):
     flat = model.flat_parameters()
     assert flat.size == sum(p.size for p in model.layers[1].params.values())
     assert not any(np.shares_memory(p, flat) for p in model.layers[0].params.values())
+    model.add(Dense(2))
+    flat = model.flat_parameters()
+    added = model.layers[-1]
+    assert flat.size == sum(p.size for layer in model.layers[1:] for p in layer.params.values())
+    assert all(np.shares_memory(p, flat) for p in added.params.values())
+    assert all(np.shares_memory(g, model.flat_gradients()) for g in added.grads.values())
 
 
 @pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=CASE_IDS)

@@ -87,6 +87,8 @@ class DataParallel(Distribution):
         self._sum_reduction = False
         self._overlapping = False
         self._in_step = False
+        self._model: Any = None  # the model being trained (between setup and teardown)
+        self._groups: list[tuple[Any, list[Any]]] = []  # what the buckets reduce
         self.steps = 0
         self.reduce_seconds = 0.0  # time in reduce_gradients (waiting for the sums)
 
@@ -147,17 +149,33 @@ class DataParallel(Distribution):
         flat = getattr(model, "flat_gradients", None)
         if callable(flat):  # gradients as views of one flat buffer: buckets reduce in place
             flat()
-        groups = []
-        for layer in reversed(model.layers):
-            grads = [g for sub in _layers_of(layer) if sub.trainable
-                     for g in sub.grads.values()]
-            groups.append((layer, grads))
-        self.buckets = GradientBuckets(groups, comm, model.backend.xp, self.bucket_bytes)
+        self._model = model
+        self._build_buckets()
         # Regularization gradients are added after the backward pass: with regularizers
         # every bucket starts after them (no overlap).
         self._overlapping = self.overlap and not regularized and comm.size > 1
         self._in_step = False
         self._alone = comm.size == 1  # a world of one: nothing to reduce
+
+    def _build_buckets(self) -> None:
+        model = self._model
+        self._groups = _gradient_groups(model)
+        self.buckets = GradientBuckets(self._groups, self.comm, model.backend.xp,
+                                       self.bucket_bytes)
+
+    def _buckets_stale(self) -> bool:
+        """Whether the model's trainable gradient arrays are no longer those the buckets
+        reduce: a layer was frozen or unfrozen, or the model's flat buffers were rebuilt
+        (``Sequential`` rebinds ``layer.grads`` to views of new buffers then)."""
+        current = _gradient_groups(self._model)
+        if len(current) != len(self._groups):
+            return True
+        for (layer, grads), (old_layer, old_grads) in zip(current, self._groups, strict=True):
+            if layer is not old_layer or len(grads) != len(old_grads) or any(
+                g is not h for g, h in zip(grads, old_grads, strict=True)
+            ):
+                return True
+        return False
 
     def broadcast_state(self, model: Any) -> None:
         """Copy rank 0's weights, layer states, optimizer state and shuffling generator."""
@@ -216,6 +234,8 @@ class DataParallel(Distribution):
         self._weight = 1.0 if self._sum_reduction else count / total
         self._in_step = not self._alone
         if self._in_step:
+            if self._model is not None and self._buckets_stale():
+                self._build_buckets()  # e.g. a callback froze a layer between two steps
             self.buckets.begin(self._weight)
         return idx[start:start + count]
 
@@ -274,6 +294,7 @@ class DataParallel(Distribution):
     def teardown(self, model: Any) -> None:
         """Leave no step open."""
         self._in_step = False
+        self._model = None
 
     @property
     def comm_seconds(self) -> float:
@@ -285,6 +306,15 @@ def _plain(value: Any) -> bool:
     if isinstance(value, tuple):
         return all(isinstance(v, (int, float, np.integer, np.floating)) for v in value)
     return True
+
+
+def _gradient_groups(model: Any) -> list[tuple[Any, list[Any]]]:
+    """(layer, trainable gradient arrays of it and its sublayers), last layer first."""
+    groups = []
+    for layer in reversed(model.layers):
+        grads = [g for sub in _layers_of(layer) if sub.trainable for g in sub.grads.values()]
+        groups.append((layer, grads))
+    return groups
 
 
 def _layers_of(layer: Any) -> list[Any]:

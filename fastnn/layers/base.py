@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections import defaultdict
 from typing import Any
@@ -14,7 +13,9 @@ from fastnn.backends import Backend, get_backend
 from fastnn.config import resolve_float_dtype
 from fastnn.errors import NotBuiltError
 
-_name_counters: defaultdict[str, itertools.count] = defaultdict(lambda: itertools.count(1))
+# The last number used in an automatic ``<snake>_<n>`` name, per snake-case class name.
+_last_number: defaultdict[str, int] = defaultdict(int)
+_NUMBERED_NAME = re.compile(r"(.+)_(\d+)")
 
 
 def _snake_case(cls_name: str) -> str:
@@ -25,7 +26,18 @@ def _snake_case(cls_name: str) -> str:
 
 def _auto_name(cls_name: str) -> str:
     snake = _snake_case(cls_name)
-    return f"{snake}_{next(_name_counters[snake])}"
+    _last_number[snake] += 1
+    return f"{snake}_{_last_number[snake]}"
+
+
+def _claim_name(name: str) -> None:
+    """Keep later automatic names clear of an explicit one such as ``dense_3`` (a layer
+    loaded from a checkpoint), so that ``load_model(...)`` then ``add(Dense(3))`` does not
+    produce a second ``dense_3``."""
+    match = _NUMBERED_NAME.fullmatch(name) if isinstance(name, str) else None
+    if match:
+        snake, number = match.group(1), int(match.group(2))
+        _last_number[snake] = max(_last_number[snake], number)
 
 
 def shape_str(shape: tuple) -> str:
@@ -64,6 +76,8 @@ class Layer:
         input_shape: tuple[int, ...] | None = None,
         trainable: bool = True,
     ) -> None:
+        if name:
+            _claim_name(name)
         self.name = name or _auto_name(type(self).__name__)
         self.backend: Backend = get_backend(backend)
         self.dtype = resolve_float_dtype(dtype, f"{type(self).__name__}")

@@ -49,9 +49,12 @@ def _find_openblas() -> tuple[Callable[[int], None], Callable[[], int]] | None:
             paths = {line.split()[-1] for line in fh if "openblas" in line.lower()}
     except OSError:
         return None
-    numpy_root = os.path.dirname(os.path.dirname(np.__file__))
-    # NumPy's own bundled copy (numpy.libs) first, then any other OpenBLAS in the process.
-    for path in sorted(paths, key=lambda p: not p.startswith(numpy_root)):
+    numpy_dir = os.path.dirname(np.__file__)
+    # NumPy's own bundled copy (numpy.libs next to the package, or inside it) first, then
+    # any other OpenBLAS in the process, in a fixed order. Not merely "under site-packages":
+    # SciPy's wheels bundle another OpenBLAS (scipy.libs) with other symbol names.
+    own = (numpy_dir + ".libs" + os.sep, numpy_dir + os.sep)
+    for path in sorted(paths, key=lambda p: (not p.startswith(own), p)):
         if not os.path.isfile(path):
             continue
         try:
@@ -122,6 +125,9 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool, _pool_size, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_size < workers or _pool_pid != os.getpid():
+            # A replaced pool is not shut down: another Python thread may be submitting to
+            # it right now. It only grows (to the largest worker count asked), so at most a
+            # few idle threads are left behind.
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastnn-items")
             _pool_size, _pool_pid = workers, os.getpid()
         return _pool

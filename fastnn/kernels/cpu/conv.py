@@ -40,7 +40,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import register_jitable
 
-from fastnn.kernels.cpu.blas_threads import parallel_items, worker_count
+from fastnn.kernels.cpu.blas_threads import parallel_items
 from fastnn.kernels.cpu.jit import LazyKernel, array, cast_to, is_kernel_array, is_kernel_output
 from fastnn.kernels.reference import conv as ref
 from fastnn.kernels.registry import override
@@ -687,44 +687,52 @@ def _image_forward(x, W, b, y, geo, dt) -> None:
     parallel_items(body, n)
 
 
+#: The image-by-image backward sums dW and db over this many fixed runs of consecutive
+#: images (at most one per image), each run in image order, then over the runs in order:
+#: threads take whole runs, so the sums do not depend on which thread took which images
+#: (results are identical from run to run and for any thread count).
+GRAD_CHUNKS = 8
+
+
 def _image_backward(dy, W, x, geo, dW, db, dx, need_dx, dt) -> None:
     """The backward of :func:`_image_forward`, image by image: the columns are unfolded again
     from the saved input (cheaper than keeping a batch-sized column matrix), dW and db are
-    summed per thread and then over threads, and each image's column gradient is folded into
-    dx[n] while it is still in the cache."""
+    summed per run of images (:data:`GRAD_CHUNKS`) and then over the runs, and each image's
+    column gradient is folded into dx[n] while it is still in the cache."""
     n, f = dy.shape[:2]
     ck = W.size // f
     plane = dy.shape[2] * dy.shape[3]
     w2t = W.reshape(f, ck).T
     dy3 = dy.reshape(n, f, plane)
     unfold, fold = _im2col_image[dt], _col2im_image[dt]
-    workers = worker_count(n)
-    acc_w = np.zeros((workers, f, ck), dtype=dt) if dW is not None else None
-    acc_b = np.zeros((workers, f), dtype=dt) if db is not None else None
+    chunks = min(n, GRAD_CHUNKS)
+    acc_w = np.zeros((chunks, f, ck), dtype=dt) if dW is not None else None
+    acc_b = np.zeros((chunks, f), dtype=dt) if db is not None else None
 
     def body(worker: int, items) -> None:
         cols = _scratch("cols", (ck, plane), dt)
         dcols = _scratch("dcols", (ck, plane), dt)
         tmp_w = _scratch("dw", (f, ck), dt)
         tmp_b = _scratch("db", (f,), dt)
-        for i in items:
-            dyi = dy3[i]
-            if acc_b is not None:
-                np.add.reduce(dyi, axis=1, out=tmp_b)
-                acc_b[worker] += tmp_b
-            if acc_w is not None:
-                unfold(x, i, cols, geo)
-                np.matmul(dyi, cols.T, out=tmp_w)
-                acc_w[worker] += tmp_w
-            if need_dx:
-                np.matmul(w2t, dyi, out=dcols)
-                fold(dcols, i, dx, geo)
+        for chunk in items:
+            for i in range(chunk * n // chunks, (chunk + 1) * n // chunks):
+                dyi = dy3[i]
+                if acc_b is not None:
+                    np.add.reduce(dyi, axis=1, out=tmp_b)
+                    acc_b[chunk] += tmp_b
+                if acc_w is not None:
+                    unfold(x, i, cols, geo)
+                    np.matmul(dyi, cols.T, out=tmp_w)
+                    acc_w[chunk] += tmp_w
+                if need_dx:
+                    np.matmul(w2t, dyi, out=dcols)
+                    fold(dcols, i, dx, geo)
 
-    used = parallel_items(body, n)
+    parallel_items(body, chunks)
     if acc_w is not None:
-        np.sum(acc_w[:used], axis=0, out=dW.reshape(f, ck))
+        np.sum(acc_w, axis=0, out=dW.reshape(f, ck))
     if acc_b is not None:
-        np.sum(acc_b[:used], axis=0, out=db)
+        np.sum(acc_b, axis=0, out=db)
 
 
 # -- overrides ---------------------------------------------------------------------------

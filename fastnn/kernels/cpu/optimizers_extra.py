@@ -40,6 +40,7 @@ from fastnn.kernels.cpu.jit import (
     LazyKernel,
     array,
     cast_to,
+    in_serial_kernels,
     is_kernel_array,
     kernel_dtype,
     num_blocks,
@@ -373,8 +374,9 @@ SERIAL_SIZE = 1 << 15
 
 def _launch(kernel, n: int, *args, nblocks: int | None = None) -> None:
     """Call ``kernel(*args, nblocks)``; arrays of up to :data:`SERIAL_SIZE` elements run as
-    one block on the calling thread (Numba's thread count set to 1 for the call)."""
-    if n > SERIAL_SIZE:
+    one block on the calling thread (Numba's thread count set to 1 for the call), as do all
+    inside :class:`~fastnn.kernels.cpu.jit.serial_kernels` (a training step)."""
+    if n > SERIAL_SIZE and not in_serial_kernels():
         kernel(*args, num_blocks(n) if nblocks is None else nblocks)
         return
     threads = numba.get_num_threads()
