@@ -12,7 +12,9 @@ import pytest
 
 
 def pytest_collect_file(file_path, parent):
-    """Collect ``bench_*.py`` modules as test modules."""
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    """Collect ``bench_*.py`` modules as test modules (files named on the command line are
+    already collected by pytest itself: not twice)."""
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
+            and not parent.session.isinitpath(file_path)):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
