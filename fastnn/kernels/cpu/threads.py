@@ -20,14 +20,18 @@ Inside a training step the same stall happens with no other process at all: BLAS
 OpenBLAS's own pthread pool) and the Numba kernels alternate, and each pool's idle threads
 spin on the core the other pool needs. MLP 784-512-512-10 float32 at batch 128, SGD, 2
 cores (AMD EPYC, measured with ``fit``): 11 k samples/s with libgomp's default waiting,
-57-59 k with ``OMP_WAIT_POLICY=passive`` or one Numba thread. So when this package is
-imported, :func:`launch_threads` starts Numba's pool with passive waiting for *Numba's own*
-OpenMP runtime only: it sets ``OMP_WAIT_POLICY=passive`` just while Numba loads its
-threading library (libgomp reads its environment once, when it is loaded) and restores the
-environment right after, so neither child processes nor an OpenMP runtime loaded later (say
-PyTorch's) see the change. It does nothing when the user set ``OMP_WAIT_POLICY`` or
-``GOMP_SPINCOUNT``, chose a threading layer other than OpenMP, set
-``FASTNN_OMP_PASSIVE=0``, or when Numba's pool was already running.
+57-59 k with ``OMP_WAIT_POLICY=passive`` or one Numba thread. ``Sequential`` therefore runs
+the Numba kernels of its training steps single-threaded (``jit.serial_kernels``), which
+needs no change to any OpenMP setting.
+
+Passive waiting is opt-in (``FASTNN_OMP_PASSIVE=1``): :func:`launch_threads` then sets
+``OMP_WAIT_POLICY=passive`` just while Numba loads its threading library and restores the
+environment right after. It is not the default because libgomp is shared by the whole
+process: PyTorch imported afterwards binds to the same, already configured libgomp. Measured
+(2-core AMD EPYC, torch 2.13, MLP step at batch 128, SGD): torch 48-49 k samples/s normally,
+25 k when fastnn had started Numba's pool with passive waiting first. It does nothing when
+the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, chose a threading layer other than
+OpenMP, or when Numba's pool was already running.
 
 Denormals. Adam's ``g**2`` and exp of very negative numbers produce subnormal floats, and
 arithmetic on them is 10-100x slower on x86 (PERF-NOTES: NumPy Adam 25 % slower, ``sqrt``
@@ -63,7 +67,7 @@ FTZ_DAZ_BITS = 0x8040
 FLUSH_DENORMALS: bool = platform.machine().lower() in ("x86_64", "amd64", "x64")
 
 
-#: Set to ``0`` to leave libgomp's default (spinning) wait policy for Numba's threads.
+#: Set to ``1`` to start Numba's OpenMP threads with passive waiting (see the module notes).
 PASSIVE_ENV_VAR = "FASTNN_OMP_PASSIVE"
 
 #: Environment variables by which a user chooses how OpenMP threads wait (theirs wins).
@@ -88,12 +92,12 @@ def launch_threads() -> str:
     if launch_note is not None:
         return launch_note
     layer = str(numba.config.THREADING_LAYER).lower()
-    opted_out = os.environ.get(PASSIVE_ENV_VAR, "1").strip().lower() in ("0", "false", "no")
+    opted_out = os.environ.get(PASSIVE_ENV_VAR, "0").strip().lower() not in ("1", "true", "yes")
     user_set = [v for v in _USER_WAIT_VARS if v in os.environ]
     if _pool_started():
         note = "numba's thread pool was already running; its wait policy is unchanged"
     elif opted_out or user_set or layer not in ("default", "safe", "threadsafe", "omp"):
-        reason = (f"{PASSIVE_ENV_VAR}=0" if opted_out else
+        reason = (f"{PASSIVE_ENV_VAR} not set to 1" if opted_out else
                   f"{user_set[0]} is set" if user_set else f"threading layer {layer!r}")
         numba.get_num_threads()  # starts the pool
         note = f"numba's thread pool started as configured ({reason})"
