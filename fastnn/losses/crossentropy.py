@@ -12,24 +12,8 @@ from fastnn.losses.base import ElementwiseLoss, Loss
 EPSILON = 1e-7
 
 
-class CategoricalCrossentropy(Loss):
-    """-sum(target * log(p)) per sample, for one-hot or soft targets of shape (N, C).
-
-    With ``from_logits=True`` the predictions are scores and the loss is computed by the
-    fused softmax-cross-entropy kernel (forward and backward in one pass; with sample
-    weights or ``reduction="none"`` by log-softmax instead). Otherwise they are
-    probabilities: as in Keras they are renormalised to sum to 1 along the last axis and
-    clipped to ``[EPSILON, 1 - EPSILON]`` (EPSILON = 1e-7) before the log; clipped entries
-    get zero gradient.
-
-    Args:
-        from_logits: whether predictions are unnormalised scores.
-        label_smoothing: in [0, 1]; targets become ``t (1 - s) + s / C`` for C classes
-            (Keras's definition).
-        reduction, name, backend: see :class:`fastnn.losses.Loss`.
-    """
-
-    keras_name = "categorical_crossentropy"
+class _LogitsAndSmoothing:
+    """``from_logits`` and ``label_smoothing`` arguments shared by the cross-entropies."""
 
     def __init__(
         self, from_logits: bool = False, label_smoothing: float = 0.0, **kwargs: Any
@@ -50,6 +34,26 @@ class CategoricalCrossentropy(Loss):
             "from_logits": self.from_logits,
             "label_smoothing": self.label_smoothing,
         }
+
+
+class CategoricalCrossentropy(_LogitsAndSmoothing, Loss):
+    """-sum(target * log(p)) per sample, for one-hot or soft targets of shape (N, C).
+
+    With ``from_logits=True`` the predictions are scores and the loss is computed by the
+    fused softmax-cross-entropy kernel (forward and backward in one pass; with sample
+    weights or ``reduction="none"`` by log-softmax instead). Otherwise they are
+    probabilities: as in Keras they are renormalised to sum to 1 along the last axis and
+    clipped to ``[EPSILON, 1 - EPSILON]`` (EPSILON = 1e-7) before the log; clipped entries
+    get zero gradient.
+
+    Args:
+        from_logits: whether predictions are unnormalised scores.
+        label_smoothing: in [0, 1]; targets become ``t (1 - s) + s / C`` for C classes
+            (Keras's definition).
+        reduction, name, backend: see :class:`fastnn.losses.Loss`.
+    """
+
+    keras_name = "categorical_crossentropy"
 
     def check_pred(self, pred):
         super().check_pred(pred)
@@ -134,7 +138,7 @@ def _clipped_probability_grad(cache) -> Any:
     return (g - (g * q).sum(axis=1, keepdims=True)) / s
 
 
-class SparseCategoricalCrossentropy(Loss):
+class SparseCategoricalCrossentropy(_LogitsAndSmoothing, Loss):
     """Cross-entropy against integer class labels of shape (N,) (or (N, 1)).
 
     Same conventions as :class:`CategoricalCrossentropy`; labels must lie in
@@ -144,26 +148,6 @@ class SparseCategoricalCrossentropy(Loss):
     """
 
     keras_name = "sparse_categorical_crossentropy"
-
-    def __init__(
-        self, from_logits: bool = False, label_smoothing: float = 0.0, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = check_label_smoothing(type(self).__name__, label_smoothing)
-
-    def describe(self) -> str:
-        """``SparseCategoricalCrossentropy(from_logits=True)``."""
-        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
-        return f"{type(self).__name__}(from_logits={self.from_logits}{extra})"
-
-    def get_config(self) -> dict:
-        """Constructor arguments."""
-        return {
-            **super().get_config(),
-            "from_logits": self.from_logits,
-            "label_smoothing": self.label_smoothing,
-        }
 
     def check_pred(self, pred):
         super().check_pred(pred)
@@ -290,7 +274,7 @@ class SoftmaxWithLoss(Loss):
         return _fused_backward(self._cache, dout)
 
 
-class BinaryCrossentropy(ElementwiseLoss):
+class BinaryCrossentropy(_LogitsAndSmoothing, ElementwiseLoss):
     """-mean(t log p + (1 - t) log(1 - p)) over the features, for targets in [0, 1].
 
     Probabilities (the default) are clipped to ``[EPSILON, 1 - EPSILON]`` (EPSILON = 1e-7,
@@ -306,26 +290,6 @@ class BinaryCrossentropy(ElementwiseLoss):
     """
 
     keras_name = "binary_crossentropy"
-
-    def __init__(
-        self, from_logits: bool = False, label_smoothing: float = 0.0, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = check_label_smoothing(type(self).__name__, label_smoothing)
-
-    def describe(self) -> str:
-        """``BinaryCrossentropy(from_logits=False)``."""
-        extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
-        return f"{type(self).__name__}(from_logits={self.from_logits}{extra})"
-
-    def get_config(self) -> dict:
-        """Constructor arguments."""
-        return {
-            **super().get_config(),
-            "from_logits": self.from_logits,
-            "label_smoothing": self.label_smoothing,
-        }
 
     def values_and_grad(self, pred, target):
         """(elementwise cross-entropy, its derivative with respect to pred)."""
