@@ -376,12 +376,6 @@ class serial_kernels:  # noqa: N801  (used like a function: ``with serial_kernel
         _serial.depth -= 1
 
 
-def in_serial_kernels() -> bool:
-    """Whether this Python thread is inside :class:`serial_kernels` (kernels that choose
-    between a serial and a parallel build consult it)."""
-    return _serial.depth > 0
-
-
 def cast_to(value: float, like: Any) -> Any:
     """``value`` as a scalar of the float type of ``like`` (a dtype, or a float scalar).
 

@@ -142,7 +142,7 @@ _adam = LazyKernel(
 )
 
 
-def _state_ok(param, grad, *state) -> np.dtype | None:
+def state_dtype(param, grad, *state) -> np.dtype | None:
     """The dtype to run in when ``param``, ``grad`` and the ``state`` buffers can go to a
     kernel: one dtype and shape, C-contiguous, writeable, written buffers not overlapping
     anything else; else None."""
@@ -185,7 +185,7 @@ def sgd_update(
     or g = buf; then p -= lr * g. ``tmp`` is accepted for the reference's sake and unused.
     """
     state = (buf,) if momentum else ()
-    dt = _state_ok(param, grad, *state)
+    dt = state_dtype(param, grad, *state)
     if dt is None:
         _ref_sgd_update(
             be, param, grad, buf, tmp, lr, momentum, dampening, nesterov, weight_decay,
@@ -233,7 +233,7 @@ def adam_update(
     or its running maximum ``vmax`` when ``amsgrad``. ``tmp`` is unused.
     """
     state = (m, v, vmax) if amsgrad else (m, v)
-    dt = _state_ok(param, grad, *state)
+    dt = state_dtype(param, grad, *state)
     if dt is None:
         _ref_adam_update(
             be, param, grad, m, v, vmax, tmp, step, lr, beta1, beta2, eps, weight_decay,

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import prange, types, uintp
 
@@ -40,11 +39,11 @@ from fastnn.kernels.cpu.jit import (
     LazyKernel,
     array,
     cast_to,
-    in_serial_kernels,
     is_kernel_array,
     kernel_dtype,
     num_blocks,
 )
+from fastnn.kernels.cpu.optimizers import state_dtype
 from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
 from fastnn.kernels.reference import optimizers as ref
 from fastnn.kernels.registry import override
@@ -341,53 +340,15 @@ _sum_squares = LazyKernel(
 )
 
 
-# -- validation ---------------------------------------------------------------------------------
-def _kernel_dtype(param, grad, *state) -> np.dtype | None:
-    """The dtype to run in when ``param``, ``grad`` and the ``state`` buffers can go to a
-    kernel: one dtype and shape, C-contiguous, aligned, the written ones writeable, and no
-    written buffer sharing memory with any other array; else None."""
-    dt = kernel_dtype(param)
-    if dt is None or not param.flags.writeable or not is_kernel_array(grad, dt, param.shape):
-        return None
-    written = [param]
-    for s in state:
-        if not is_kernel_array(s, dt, param.shape) or not s.flags.writeable:
-            return None
-        written.append(s)
-    arrays = [*written, grad]
-    for i, a in enumerate(written):
-        for b in arrays[i + 1 :]:
-            if np.may_share_memory(a, b):
-                return None
-    return dt
-
-
 def _flat(a):
     return a.reshape(-1)
 
 
-#: Arrays of at most this many elements are updated by the calling thread alone: waking the
-#: thread team costs more than the work (and on a busy machine a parallel region waits for a
-#: descheduled worker: 300 updates of a 50-element bias took 3 s with 2 threads, 25 ms with 1).
-SERIAL_SIZE = 1 << 15
-
-
-def _launch(kernel, n: int, *args, nblocks: int | None = None) -> None:
-    """Call ``kernel(*args, nblocks)``; arrays of up to :data:`SERIAL_SIZE` elements run as
-    one block on the calling thread (Numba's thread count set to 1 for the call), as do all
-    inside :class:`~fastnn.kernels.cpu.jit.serial_kernels` (a training step)."""
-    if n > SERIAL_SIZE and not in_serial_kernels():
-        kernel(*args, num_blocks(n) if nblocks is None else nblocks)
-        return
-    threads = numba.get_num_threads()
-    if threads == 1:
-        kernel(*args, 1)
-        return
-    numba.set_num_threads(1)
-    try:
-        kernel(*args, 1)
-    finally:
-        numba.set_num_threads(threads)
+def _launch(kernel: LazyKernel, dt: np.dtype, n: int, *args, nblocks: int | None = None) -> None:
+    """Call ``kernel``'s build for ``dt`` suited to ``n`` elements (serial for one block or
+    inside :class:`~fastnn.kernels.cpu.jit.serial_kernels`, see :meth:`LazyKernel.pick`) with
+    ``*args`` and the block count."""
+    kernel.pick(dt, n)(*args, num_blocks(n) if nblocks is None else nblocks)
 
 
 # -- overrides ------------------------------------------------------------------------------------
@@ -407,14 +368,14 @@ def adagrad_update(
 ) -> None:
     """One AdaGrad step (``torch.optim.Adagrad`` rule) as one fused parallel pass; see the
     reference version for the rule. ``tmp`` and ``tmp2`` are unused."""
-    dt = _kernel_dtype(param, grad, accum)
+    dt = state_dtype(param, grad, accum)
     if dt is None:
         ref.adagrad_update(be, param, grad, accum, tmp, tmp2, step, lr, lr_decay, eps,
                            weight_decay)
         return
     p = _flat(param)
     clr = float(lr) / (1.0 + (step - 1) * float(lr_decay))
-    _launch(_adagrad[dt], p.size, p, _flat(grad), _flat(accum), clr, float(eps),
+    _launch(_adagrad, dt, p.size, p, _flat(grad), _flat(accum), clr, float(eps),
             float(weight_decay))
 
 
@@ -442,14 +403,15 @@ def rmsprop_update(
         state.append(grad_avg)
     if momentum:
         state.append(buf)
-    dt = None if any(s is None for s in state) else _kernel_dtype(param, grad, *state)
+    dt = None if any(s is None for s in state) else state_dtype(param, grad, *state)
     if dt is None:
         ref.rmsprop_update(be, param, grad, square_avg, grad_avg, buf, tmp, tmp2, lr, rho, eps,
                            weight_decay, momentum, centered)
         return
     p = _flat(param)
     _launch(
-        _rmsprop[bool(centered), bool(momentum)][dt],
+        _rmsprop[bool(centered), bool(momentum)],
+        dt,
         p.size,
         p,
         _flat(grad),
@@ -480,13 +442,13 @@ def adadelta_update(
 ) -> None:
     """One AdaDelta step (``torch.optim.Adadelta`` rule) as one fused parallel pass; see the
     reference version for the rule. ``tmp`` and ``tmp2`` are unused."""
-    dt = _kernel_dtype(param, grad, square_avg, acc_delta)
+    dt = state_dtype(param, grad, square_avg, acc_delta)
     if dt is None:
         ref.adadelta_update(be, param, grad, square_avg, acc_delta, tmp, tmp2, lr, rho, eps,
                             weight_decay)
         return
     p = _flat(param)
-    _launch(_adadelta[dt], p.size, p, _flat(grad), _flat(square_avg), _flat(acc_delta),
+    _launch(_adadelta, dt, p.size, p, _flat(grad), _flat(square_avg), _flat(acc_delta),
             float(lr), float(rho), float(eps), float(weight_decay))
 
 
@@ -510,14 +472,14 @@ def adamw_update(
     """One AdamW step (``torch.optim.AdamW`` rule: decoupled decay, then Adam) as one fused
     parallel pass; see the reference version for the rule. ``tmp`` is unused."""
     state = (m, v, vmax) if amsgrad else (m, v)
-    dt = None if vmax is None and amsgrad else _kernel_dtype(param, grad, *state)
+    dt = None if vmax is None and amsgrad else state_dtype(param, grad, *state)
     if dt is None:
         ref.adamw_update(be, param, grad, m, v, vmax, tmp, step, lr, beta1, beta2, eps,
                          weight_decay, amsgrad)
         return
     p = _flat(param)
     _launch(
-        _adamw[dt],
+        _adamw, dt,
         p.size,
         p,
         _flat(grad),
@@ -551,12 +513,12 @@ def adamax_update(
 ) -> None:
     """One Adamax step (``torch.optim.Adamax`` rule) as one fused parallel pass; see the
     reference version for the rule. ``tmp`` is unused."""
-    dt = _kernel_dtype(param, grad, m, u)
+    dt = state_dtype(param, grad, m, u)
     if dt is None:
         ref.adamax_update(be, param, grad, m, u, tmp, step, lr, beta1, beta2, eps, weight_decay)
         return
     p = _flat(param)
-    _launch(_adamax[dt], p.size, p, _flat(grad), _flat(m), _flat(u),
+    _launch(_adamax, dt, p.size, p, _flat(grad), _flat(m), _flat(u),
             float(lr) / (1.0 - beta1**step), float(beta1), float(beta2), float(eps),
             float(weight_decay))
 
@@ -582,7 +544,7 @@ def nadam_update(
 ) -> None:
     """One NAdam step (``torch.optim.NAdam`` rule) as one fused parallel pass; see the
     reference version for the rule. ``tmp`` and ``tmp2`` are unused."""
-    dt = _kernel_dtype(param, grad, m, v)
+    dt = state_dtype(param, grad, m, v)
     if dt is None:
         ref.nadam_update(be, param, grad, m, v, tmp, tmp2, step, lr, beta1, beta2, eps,
                          weight_decay, momentum_decay, mu_product, decoupled_weight_decay)
@@ -593,7 +555,7 @@ def nadam_update(
     decoupled = bool(weight_decay) and decoupled_weight_decay
     p = _flat(param)
     _launch(
-        _nadam[dt],
+        _nadam, dt,
         p.size,
         p,
         _flat(grad),
@@ -625,7 +587,7 @@ def clip_gradient(be, grad, out, scale: float = 1.0, clip_value: float | None = 
         return ref.clip_gradient(be, grad, out, scale, clip_value)
     g = _flat(grad)
     has_clip = clip_value is not None
-    _launch(_clip[dt], g.size, g, _flat(out), float(scale),
+    _launch(_clip, dt, g.size, g, _flat(out), float(scale),
             float(clip_value) if has_clip else 0.0, has_clip)
     return out
 
@@ -638,7 +600,7 @@ def sum_of_squares(be, x) -> float:
     if dt is None:
         return ref.sum_of_squares(be, x)
     flat = _flat(x)
-    nblocks = 1 if flat.size <= SERIAL_SIZE else num_blocks(flat.size)
+    nblocks = num_blocks(flat.size)
     partial = np.empty(nblocks, dtype=np.float64)
-    _launch(_sum_squares[dt], flat.size, flat, partial, nblocks=nblocks)
+    _launch(_sum_squares, dt, flat.size, flat, partial, nblocks=nblocks)
     return float(partial.sum())
