@@ -351,6 +351,27 @@ def _matmul(c: OpCheck) -> None:
     c.run("matmul", a=a, b=b, const={"a", "b"})
     c.run("matmul", a=a, b=b, out=c.empty(5, 3), const={"a", "b"})
     c.run("matmul", a=c.data(2, 4, 6), b=c.data(2, 6, 3), const={"a", "b"}, what="batched")
+    # Sizes the Numba backend's own GEMM takes: edge rows and columns, K over one block.
+    for m, k, n in ((37, 70, 45), (13, 300, 64)):
+        c.run("matmul", a=c.data(m, k), b=c.data(k, n), out=c.empty(m, n),
+              const={"a", "b"}, what=f"{m}x{k}x{n}")
+
+
+@case("prepare_rhs")
+def _prepare_rhs(c: OpCheck) -> None:
+    """A prepared right-hand side gives the plain product, call after call, in both layouts
+    of ``b`` (the prepared form itself is backend-specific: not compared)."""
+    for m, k, n in ((5, 7, 3), (37, 300, 45), (1, 256, 64)):
+        a, b = c.data(m, k), c.data(k, n)
+        expected = _to_host(c.ref, c.ref.matmul(c.send(c.ref, a), c.send(c.ref, b)))
+        for layout in ("C", "F"):
+            bb = c.send(c.be, b if layout == "C" else np.ascontiguousarray(b.T))
+            prepared = c.be.prepare_rhs(bb if layout == "C" else bb.T)
+            xa = c.send(c.be, a)
+            for k_call in range(2):
+                got = c.be.matmul(xa, prepared)
+                _compare(_to_host(c.be, got), expected, c.dtype,
+                         f"prepare_rhs {m}x{k}x{n} b {layout} call {k_call}")
 
 
 @case("linear")
@@ -360,6 +381,8 @@ def _linear(c: OpCheck) -> None:
         c.run("linear", x=x, W=W, b=b, const={"x", "W", "b"})
         c.run("linear", x=x, W=W, b=None, const={"x", "W"})
         c.run("linear", x=x, W=W, b=b, out=c.empty(n, 4), const={"x", "W", "b"})
+    x, W, b = c.data(40, 70), c.data(70, 64), c.data(64)
+    c.run("linear", x=x, W=W, b=b, const={"x", "W", "b"}, what="GEMM-sized")
 
 
 @case("linear_backward")
@@ -373,6 +396,9 @@ def _linear_backward(c: OpCheck) -> None:
               dx=c.empty(n, 7), const=const, what=f"N={n} dx buffer")
         c.run("linear_backward", dz=dz, x=x, W=W, dW=c.empty(7, 4), need_dx=False,
               const=const, what=f"N={n} no dx")
+    dz, x, W = c.data(40, 64), c.data(40, 70), c.data(70, 64)
+    c.run("linear_backward", dz=dz, x=x, W=W, dW=c.empty(70, 64), db=c.empty(64),
+          dx=c.empty(40, 70), const={"dz", "x", "W"}, what="GEMM-sized")
 
 
 # -- softmax ---------------------------------------------------------------------------------

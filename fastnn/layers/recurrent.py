@@ -38,7 +38,7 @@ class SimpleRNN(RNNBase):
         be = self.backend
         T, N, _ = xz.shape
         H = self.units
-        U = self.params["U"]
+        U = be.prepare_rhs(self.params["U"])  # packed once, used T times
         hs = self.buffer("hs", (T + 1, N, H))
         hs[0] = states0[0]
         for s in range(T):
@@ -51,11 +51,10 @@ class SimpleRNN(RNNBase):
 
     def _recurrence_backward(self, dseq, dfinal):
         be = self.backend
-        xp = be.xp
         hs = self._hs
         T1, N, H = hs.shape
         T = T1 - 1
-        U = self.params["U"]
+        Ut = be.prepare_rhs(self.params["U"].T)  # packed once, used T times
         da = self.buffer("da", (T, N, H))
         gbuf = self.buffer("g", (N, H))
         dhbuf = self.buffer("dh", (N, H))
@@ -64,10 +63,10 @@ class SimpleRNN(RNNBase):
             g = self._step_grad(s, dh, dseq, gbuf)
             carried = self._split_masked(s, [g])
             be.activation_backward(self.activation, g, None, hs[s + 1], out=da[s])
-            dh = be.matmul(da[s], U.T, out=dhbuf)
+            dh = be.matmul(da[s], Ut, out=dhbuf)
             if carried is not None:
                 dh += carried[0]
-        xp.matmul(hs[:T].reshape(T * N, H).T, da.reshape(T * N, H), out=self.grads["U"])
+        be.matmul(hs[:T].reshape(T * N, H).T, da.reshape(T * N, H), out=self.grads["U"])
         return da, [dh.copy()]
 
 
@@ -113,7 +112,7 @@ class LSTM(RNNBase):
         be = self.backend
         T, N, _ = xz.shape
         H = self.units
-        U = self.params["U"]
+        U = be.prepare_rhs(self.params["U"])  # packed once, used T times
         hs = self.buffer("hs", (T + 1, N, H))
         cs = self.buffer("cs", (T + 1, N, H))
         gates = self.buffer("gates", (T, N, 4 * H))
@@ -134,10 +133,9 @@ class LSTM(RNNBase):
 
     def _recurrence_backward(self, dseq, dfinal):
         be = self.backend
-        xp = be.xp
         hs, cs, gates, act_c = self._hs, self._cs, self._gates, self._act_c
         T, N, H = act_c.shape
-        U = self.params["U"]
+        Ut = be.prepare_rhs(self.params["U"].T)  # packed once, used T times
         dz = self.buffer("dz", (T, N, 4 * H))
         gbuf = self.buffer("g", (N, H))
         dhbuf = self.buffer("dh", (N, H))
@@ -149,11 +147,11 @@ class LSTM(RNNBase):
                 g, dc, gates[s], cs[s], act_c[s], dz[s], dc,
                 self.activation, self.recurrent_activation,
             )
-            dh = be.matmul(dz[s], U.T, out=dhbuf)
+            dh = be.matmul(dz[s], Ut, out=dhbuf)
             if carried is not None:
                 dh += carried[0]
                 dc += carried[1]
-        xp.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=self.grads["U"])
+        be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=self.grads["U"])
         return dz, [dh.copy(), dc]
 
 
@@ -222,7 +220,7 @@ class GRU(RNNBase):
     def _forward_reset_after(self, xz, hs, gates):
         be = self.backend
         T, N, _ = xz.shape
-        U = self.params["U"]
+        U = be.prepare_rhs(self.params["U"])  # packed once, used T times
         b = self.params.get("b")
         b_rec = None if b is None else b[1]
         hz = self.buffer("hz", (T, N, 3 * self.units))
@@ -273,7 +271,7 @@ class GRU(RNNBase):
         hs, gates, hz = self._hs, self._gates, self._hz
         T, N, H3 = gates.shape
         H = H3 // 3
-        U = self.params["U"]
+        Ut = be.prepare_rhs(self.params["U"].T)  # packed once, used T times
         dxz = self.buffer("dxz", (T, N, H3))
         dhz = self.buffer("dhz", (T, N, H3))
         gbuf = self.buffer("g", (N, H))
@@ -287,12 +285,12 @@ class GRU(RNNBase):
                 g, gates[s], hs[s], hz[s], dxz[s], dhz[s], direct,
                 self.activation, self.recurrent_activation,
             )
-            dh = be.matmul(dhz[s], U.T, out=dhbuf)
+            dh = be.matmul(dhz[s], Ut, out=dhbuf)
             dh += direct
             if carried is not None:
                 dh += carried[0]
         dhz2 = dhz.reshape(T * N, H3)
-        xp.matmul(hs[:T].reshape(T * N, H).T, dhz2, out=self.grads["U"])
+        be.matmul(hs[:T].reshape(T * N, H).T, dhz2, out=self.grads["U"])
         db = self.grads.get("b")
         if db is not None:
             xp.sum(dhz2, axis=0, out=db[1])

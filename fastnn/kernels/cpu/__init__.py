@@ -3,8 +3,9 @@
 Modules: ``jit`` (the shared JIT flags, lazy per-dtype compilation, the on-disk cache),
 ``threads`` (thread count, flush-to-zero), ``fastexp`` (a vectorisable exp), and one module
 of overrides per family of reference ops: ``activations``, ``softmax``, ``losses``,
-``optimizers``, ``dense``. The GEMMs of ``matmul``, ``linear`` and ``linear_backward`` stay
-with BLAS (the reference); ``dense`` only writes the batch-1 outer product.
+``optimizers``, ``dense``. ``gemm`` is the backend's own register-blocked matrix product, which
+``dense`` uses for ``matmul``, ``linear`` and ``linear_backward`` (BLAS keeps what it does not
+take); ``dense`` also writes the batch-1 outer product.
 """
 
 from fastnn.kernels.cpu import (  # noqa: F401

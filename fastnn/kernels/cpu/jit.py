@@ -359,13 +359,12 @@ _serial = _SerialState()
 class serial_kernels:  # noqa: N801  (used like a function: ``with serial_kernels():``)
     """Context manager: kernels called from this Python thread run their serial builds.
 
-    Used by ``Sequential`` around its training steps. There BLAS (its own thread pool, whose
-    idle threads keep spinning on every core for a while after each matmul) and the Numba
-    kernels alternate, and a parallel kernel must wait for a core that a spinning BLAS
-    thread holds, and vice versa. Measured here (2-core AMD EPYC, MLP 784-512-512-10 float32
-    batch 128, SGD, with PyTorch imported so that Numba's OpenMP layer shares PyTorch's
-    spinning libgomp): 2-6 k samples/s with parallel kernels, 20-54 k with serial ones
-    (noisy: other processes were running). Nestable; the kernels' results do not depend on it.
+    For code that interleaves the kernels with multi-threaded BLAS calls: BLAS's own thread
+    pool keeps its idle threads spinning on every core for a while after each matmul, and a
+    parallel kernel must wait for a core that a spinning BLAS thread holds, and vice versa.
+    (``Sequential``'s training steps avoid the problem the other way round: BLAS runs one
+    thread there, see ``Sequential._step_threads``.) Nestable; the kernels' results do not
+    depend on it.
     """
 
     def __enter__(self) -> serial_kernels:

@@ -6,8 +6,8 @@ activations, updates the cell and writes ``h`` in one pass over ``(N, 4H)``; the
 kernels likewise produce all gate gradients in one pass. The loop over a row's units is
 what LLVM vectorises, with the vectorisable
 :func:`~fastnn.kernels.cpu.fastexp.fast_exp` (no SVML here, PERF-NOTES); tanh is
-``1 - 2 / (exp(2x) + 1)``. The matrix
-products stay with BLAS in the layers.
+``1 - 2 / (exp(2x) + 1)``. The matrix products are the layers' ``matmul`` calls (on this
+backend the GEMM of ``gemm.py``, the recurrent weight packed once per sequence).
 
 Gate activations handled: ``linear``, ``relu``, ``sigmoid``, ``tanh``; the usual pair
 (``tanh``, ``sigmoid``) has its own branch-free loop. Other names, and inputs the kernels

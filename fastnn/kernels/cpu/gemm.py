@@ -1,0 +1,384 @@
+"""A register-blocked GEMM for the Numba backend: ``c = a @ b`` in float32 and float64.
+
+Why. NumPy's OpenBLAS picks its GEMM kernel from the CPU, and the environment can pin that
+choice (``OPENBLAS_CORETYPE=Haswell`` on the machines these notes were measured on: AVX2
+kernels on an AVX-512 CPU, about 230 GFLOP/s on two cores). The recurrent layers and the
+MLP step spend most of their time in GEMMs, so the backend carries its own, compiled by
+LLVM for the CPU it runs on.
+
+How. The classic blocked scheme (Goto; BLIS): ``b`` is packed into panels of ``NR`` columns
+by ``KC`` rows, contiguous in the order the micro-kernel reads them; ``a`` is read where it
+lies (row-major or column-major, so ``x.T @ dz`` needs no copy); the micro-kernel keeps an
+``MR x NR`` block of ``c`` in vector registers across the ``KC`` loop, one broadcast of
+``a`` and ``NV`` fused multiply-adds per row and step. The micro-kernel is written as LLVM
+IR (a Numba intrinsic) because Numba has no vector types: written as Python loops, LLVM keeps
+the accumulators in memory. Edge rows use a micro-kernel with fewer rows; edge columns go
+through a small tile buffer. Work is split between threads by rows of ``c`` (or by column
+panels when ``c`` has few rows); a right-hand side used many times (the recurrent weight of
+an RNN, once per time step) is packed once (:func:`pack`).
+
+The wrapper (:func:`gemm`) returns False for what it does not take (other dtypes, strided
+operands, overlapping output, tiny or vector-shaped products); the op then uses BLAS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from fastnn.kernels.cpu.jit import LazyKernel, array
+
+#: Rows of ``c`` per micro-tile, vectors per row (one vector = 64 bytes), ``a``/``b`` depth
+#: per packed block, micro-tiles per row block of one thread (it stays in L2 while the
+#: thread walks the column panels). Chosen by measurement on the AVX-512 machines of
+#: PERF-NOTES (6 x 2 and 12 x 2 tiles ran best; 6 rows fit small batches with less waste).
+MR = 6
+NV = 2
+KC = 256
+MC_TILES = 16
+
+#: Products smaller than this many multiply-adds go to BLAS: the thread launch and the
+#: packing cost more than they save.
+MIN_WORK = 1 << 16
+
+
+def lanes(dtype: np.dtype) -> int:
+    """Elements of ``dtype`` in one 64-byte vector."""
+    return 64 // np.dtype(dtype).itemsize
+
+
+def panel_width(dtype: np.dtype) -> int:
+    """Columns per packed panel of ``b`` (``NR``) for ``dtype``."""
+    return NV * lanes(dtype)
+
+
+def _make_micro_kernel(rows: int) -> Any:
+    """An intrinsic computing a ``rows x NR`` block: ``c[coff + i*ldc + j] (+)= sum_k
+    a[aoff + i*sai + k*sak] * bp[boff + k*NR + j]`` for ``k < kc``."""
+
+    @intrinsic
+    def micro(typingctx, kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate):
+        sig = types.void(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+
+        def codegen(context, builder, sig, args):
+            kc_, a_, aoff_, sai_, sak_, bp_, boff_, c_, coff_, ldc_, acc_ = args
+            dtype = sig.args[1].dtype
+            scalar = context.get_value_type(dtype)
+            width = 16 if dtype == types.float32 else 8
+            vec = ir.VectorType(scalar, width)
+            i64 = ir.IntType(64)
+            i32 = ir.IntType(32)
+            suffix = f"v{width}f{'32' if dtype == types.float32 else '64'}"
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.{suffix}"
+            )
+            nr = NV * width
+
+            def ptr(arr_type, value):
+                return context.make_array(arr_type)(context, builder, value).data
+
+            def const(v):
+                return ir.Constant(i64, v)
+
+            def as_i64(v):
+                return builder.sext(v, i64) if v.type.width < 64 else v
+
+            kc_, aoff_, sai_, sak_, boff_, coff_, ldc_ = map(
+                as_i64, (kc_, aoff_, sai_, sak_, boff_, coff_, ldc_)
+            )
+            A = builder.gep(ptr(sig.args[1], a_), [aoff_])
+            B = builder.gep(ptr(sig.args[5], bp_), [boff_])
+            C = builder.gep(ptr(sig.args[7], c_), [coff_])
+            undef = ir.Constant(vec, ir.Undefined)
+            splat0 = ir.Constant(ir.VectorType(i32, width), [0] * width)
+            zero = ir.Constant(vec, [0.0] * width)
+            # Allocas of vectors: LLVM's SROA turns them into registers (phis of the k loop).
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
+                    for _ in range(rows)]
+            row_ptrs = [builder.gep(A, [builder.mul(sai_, const(i))]) for i in range(rows)]
+            with cgutils.for_range(builder, kc_) as loop:
+                k = loop.index
+                bk = builder.gep(B, [builder.mul(k, const(nr))])
+                bvecs = [
+                    builder.load(
+                        builder.bitcast(builder.gep(bk, [const(width * j)]), vec.as_pointer()),
+                        align=dtype.bitwidth // 8,
+                    )
+                    for j in range(NV)
+                ]
+                ka = builder.mul(k, sak_)
+                for i in range(rows):
+                    s = builder.load(builder.gep(row_ptrs[i], [ka]))
+                    sv = builder.shuffle_vector(
+                        builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat0
+                    )
+                    for j in range(NV):
+                        acc = builder.load(accs[i][j])
+                        builder.store(builder.call(fma, [sv, bvecs[j], acc]), accs[i][j])
+            add = builder.icmp_signed("!=", acc_, ir.Constant(acc_.type, 0))
+            for i in range(rows):
+                crow = builder.gep(C, [builder.mul(ldc_, const(i))])
+                for j in range(NV):
+                    p = builder.bitcast(builder.gep(crow, [const(width * j)]), vec.as_pointer())
+                    total = builder.load(accs[i][j])
+                    # select, not a multiply by 0: the old contents may be NaN (np.empty).
+                    old = builder.load(p, align=dtype.bitwidth // 8)
+                    builder.store(
+                        builder.select(add, builder.fadd(old, total), total),
+                        p, align=dtype.bitwidth // 8,
+                    )
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return micro
+
+
+_M1, _M2, _M3, _M4, _M5, _M6 = (_make_micro_kernel(r) for r in range(1, MR + 1))
+
+
+@numba.njit(inline="always")
+def _micro(rows, kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate):  # pragma: no cover
+    if rows == 6:
+        _M6(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+    elif rows == 5:
+        _M5(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+    elif rows == 4:
+        _M4(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+    elif rows == 3:
+        _M3(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+    elif rows == 2:
+        _M2(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+    else:
+        _M1(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+
+
+def _gemm_kernel(a, sai, sak, M, bp, K, N, nr, c, accumulate, nthreads):
+    nb = (N + nr - 1) // nr
+    ntiles = (M + MR - 1) // MR
+    for t in prange(nthreads):
+        tile = np.empty(MR * nr, dtype=c.dtype)
+        if ntiles >= 4 * nthreads or nb < nthreads:
+            ib0 = ntiles * t // nthreads
+            ib1 = ntiles * (t + 1) // nthreads
+            jb0 = 0
+            jb1 = nb
+        else:
+            ib0 = 0
+            ib1 = ntiles
+            jb0 = nb * t // nthreads
+            jb1 = nb * (t + 1) // nthreads
+        for k0 in range(0, K, KC):
+            kc = min(KC, K - k0)
+            acc = 1 if (accumulate or k0 > 0) else 0
+            for it0 in range(ib0, ib1, MC_TILES):
+                it1 = min(ib1, it0 + MC_TILES)
+                for jb in range(jb0, jb1):
+                    boff = k0 * nb * nr + jb * kc * nr
+                    j0 = jb * nr
+                    w = min(nr, N - j0)
+                    for ib in range(it0, it1):
+                        r0 = ib * MR
+                        h = min(MR, M - r0)
+                        aoff = r0 * sai + k0 * sak
+                        if w == nr:
+                            _micro(h, kc, a, aoff, sai, sak, bp, boff, c, r0 * N + j0, N, acc)
+                        else:
+                            _micro(h, kc, a, aoff, sai, sak, bp, boff, tile, 0, nr, 0)
+                            for i in range(h):
+                                row = (r0 + i) * N + j0
+                                if acc:
+                                    for j in range(w):
+                                        c[row + j] += tile[i * nr + j]
+                                else:
+                                    for j in range(w):
+                                        c[row + j] = tile[i * nr + j]
+
+
+def _pack_kernel(b, transposed, bp, nr):
+    """Panels of ``B`` (``b`` itself, or ``b.T`` when ``transposed``), zero-padded to ``nr``."""
+    if transposed:
+        N, K = b.shape
+    else:
+        K, N = b.shape
+    nb = (N + nr - 1) // nr
+    nkb = (K + KC - 1) // KC
+    for p in prange(nkb * nb):
+        kb = p // nb
+        jb = p - kb * nb
+        k0 = kb * KC
+        kc = min(KC, K - k0)
+        base = k0 * nb * nr + jb * kc * nr
+        j0 = jb * nr
+        w = min(nr, N - j0)
+        if transposed:
+            for j in range(w):
+                src = b[j0 + j, k0:k0 + kc]
+                for k in range(kc):
+                    bp[base + k * nr + j] = src[k]
+        else:
+            for k in range(kc):
+                dst = base + k * nr
+                bp[dst:dst + w] = b[k0 + k, j0:j0 + w]
+        if w < nr:
+            for k in range(kc):
+                dst = base + k * nr
+                bp[dst + w:dst + nr] = 0
+
+
+_gemm = LazyKernel(
+    _gemm_kernel,
+    lambda T: (array(T, 1, True), types.intp, types.intp, types.intp, array(T, 1, True),
+               types.intp, types.intp, types.intp, array(T, 1), types.intp, types.intp),
+)
+_pack = LazyKernel(
+    _pack_kernel,
+    lambda T: (array(T, 2, True), types.boolean, array(T, 1), types.intp),
+)
+
+
+class PackedMatrix:
+    """The right-hand side ``b`` of ``a @ b`` packed into panels for :func:`gemm`.
+
+    A snapshot: it stays valid only while ``source`` is unchanged (pack again after an
+    in-place update). ``shape`` and ``dtype`` are those of ``b``.
+    """
+
+    __slots__ = ("source", "data", "shape", "dtype")
+
+    def __init__(self, source: np.ndarray, data: np.ndarray) -> None:
+        self.source = source
+        self.data = data
+        self.shape = source.shape
+        self.dtype = source.dtype
+
+    @property
+    def T(self) -> Any:  # noqa: N802  (mirrors ndarray.T for code that falls back)
+        """The transposed source (for a caller that falls back to BLAS)."""
+        return self.source.T
+
+
+def _layout(x: Any, dtype: np.dtype) -> str | None:
+    """'C' or 'F' for a 2-D aligned ``dtype`` array laid out that way, else None."""
+    if not isinstance(x, np.ndarray) or x.dtype != dtype or x.ndim != 2:
+        return None
+    flags = x.flags
+    if not flags.aligned:
+        return None
+    if flags.c_contiguous:
+        return "C"
+    if flags.f_contiguous:
+        return "F"
+    return None
+
+
+def pack(b: np.ndarray, out: np.ndarray | None = None) -> PackedMatrix | None:
+    """``b`` (K, N) packed for :func:`gemm`, or None when the GEMM does not take it.
+
+    ``out`` may be a flat buffer of at least :func:`packed_size` elements to reuse.
+    """
+    if not isinstance(b, np.ndarray):
+        return None
+    dt = b.dtype
+    if dt != np.float32 and dt != np.float64:
+        return None
+    layout = _layout(b, dt)
+    if layout is None:
+        return None
+    K, N = b.shape
+    if K == 0 or N == 0:
+        return None
+    nr = panel_width(dt)
+    size = packed_size(K, N, dt)
+    if out is None or out.dtype != dt or out.size < size or not out.flags.c_contiguous:
+        out = np.empty(size, dtype=dt)
+    src = b if layout == "C" else b.T
+    _pack.pick(dt, size)(src, layout == "F", out, nr)
+    return PackedMatrix(b, out)
+
+
+def packed_size(K: int, N: int, dtype: np.dtype) -> int:
+    """Elements of the packed form of a (K, N) matrix."""
+    nr = panel_width(dtype)
+    return -(-K // KC) * KC * -(-N // nr) * nr
+
+
+def _overlaps(out: np.ndarray, *inputs: Any) -> bool:
+    return any(x is not None and np.may_share_memory(out, x) for x in inputs)
+
+
+#: One reusable packing buffer per dtype and thread (a fresh large buffer page-faults on
+#: every call: PERF-NOTES, "fresh large temporaries").
+_scratch: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+
+def _scratch_buffer(size: int, dtype: np.dtype) -> np.ndarray:
+    import threading
+
+    key = (threading.get_ident(), np.dtype(dtype))
+    buf = _scratch.get(key)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        _scratch[key] = buf
+    return buf
+
+
+def takes(a: Any, b: Any) -> bool:
+    """Whether :func:`gemm` computes ``a @ b`` (given a suitable output) rather than
+    leaving it to BLAS."""
+    packed = isinstance(b, PackedMatrix)
+    src = b.source if packed else b
+    if not isinstance(a, np.ndarray) or not isinstance(src, np.ndarray):
+        return False
+    dt = a.dtype
+    if (dt != np.float32 and dt != np.float64) or src.dtype != dt:
+        return False
+    if _layout(a, dt) is None or _layout(src, dt) is None or a.shape[1] != src.shape[0]:
+        return False
+    M, K = a.shape
+    N = src.shape[1]
+    if M == 0 or N == 0 or K == 0:
+        return False
+    nr = panel_width(dt)
+    return packed or (M >= MR and nr <= N and M * N * K >= MIN_WORK)
+
+
+def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> bool:
+    """``out = a @ b`` (or ``out += a @ b``) when the kernel takes the operands; returns
+    whether it did (False: nothing was written, use BLAS).
+
+    ``a`` (M, K) row- or column-major, ``b`` (K, N) an array in either layout or a
+    :class:`PackedMatrix`, ``out`` (M, N) C-contiguous, not overlapping either.
+    """
+    if not takes(a, b):
+        return False
+    packed = b if isinstance(b, PackedMatrix) else None
+    src = packed.source if packed is not None else b
+    dt = a.dtype
+    M, K = a.shape
+    N = src.shape[1]
+    if not (
+        isinstance(out, np.ndarray) and out.dtype == dt and out.shape == (M, N)
+        and out.flags.c_contiguous and out.flags.aligned and out.flags.writeable
+    ):
+        return False
+    if _overlaps(out, a, src):
+        return False
+    if packed is None:
+        packed = pack(src, _scratch_buffer(packed_size(K, N, dt), dt))
+        if packed is None:  # pragma: no cover  (takes() checked the layout)
+            return False
+    la = _layout(a, dt)
+    af = a.reshape(-1) if la == "C" else a.T.reshape(-1)
+    sai, sak = (K, 1) if la == "C" else (1, M)
+    nthreads = numba.get_num_threads() if M * N * K >= 4 * MIN_WORK else 1
+    kernel = _gemm.get(dt, nthreads > 1)
+    kernel(af, sai, sak, M, packed.data, K, N, panel_width(dt), out.reshape(-1),
+           int(accumulate), nthreads)
+    return True
