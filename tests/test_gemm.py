@@ -47,7 +47,7 @@ def _check(actual, a, b, dtype, extra=None, what=""):
 @pytest.mark.parametrize(
     "shape",
     [(6, 8, 32), (37, 70, 45), (1600 // 25, 128, 1024 // 8), (13, 300, 64), (100, 513, 97),
-     (7, 1, 33)],
+     (7, 1, 33), (9, 520, 96)],
     ids=lambda s: "x".join(map(str, s)),
 )
 def test_products_match_float64(G, dtype, layouts, shape):
@@ -67,14 +67,20 @@ def test_products_match_float64(G, dtype, layouts, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-def test_unpacked_call_equals_packed_call_bitwise(G, dtype):
+@pytest.mark.parametrize("n", [70, 64], ids=["packed-per-call", "b-read-in-place"])
+def test_every_path_for_b_gives_the_same_bits(G, dtype, n, monkeypatch):
+    """b packed per call, prepared once, or (width a multiple of the panel) read in place:
+    the same sums in the same order."""
     rng = np.random.default_rng(1)
-    a, b = _operands(rng, 50, 300, 70, dtype, "C", "C")
-    y1 = np.empty((50, 70), dtype)
-    y2 = np.empty((50, 70), dtype)
-    assert G.gemm(a, b, y1)
-    assert G.gemm(a, G.pack(b), y2)
-    np.testing.assert_array_equal(y1, y2)
+    a, b = _operands(rng, 50, 300, n, dtype, "C", "C")
+    outs = [np.empty((50, n), dtype) for _ in range(3)]
+    assert G.gemm(a, b, outs[0])
+    assert G.gemm(a, G.pack(b), outs[1])
+    monkeypatch.setattr(G, "UNPACKED_MAX_ROWS", 0)
+    assert G.gemm(a, b, outs[2])
+    _check(outs[0], a, b, dtype, what=f"n={n}")
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
 
 
 def test_result_does_not_depend_on_the_thread_count(G):

@@ -662,6 +662,28 @@ def _lstm_cell(c: OpCheck) -> None:
                what=f"{act}/{rec} dc=dc_prev", **kw, **names)
 
 
+@case("lstm_sequence_forward", "lstm_sequence_backward")
+def _lstm_sequence(c: OpCheck) -> None:
+    # H = 32: whole GEMM panels (the Numba backend's fused loop); H = 7: its fallback.
+    for t, n, h in ((4, 7, 32), (3, 5, 7)):
+        for act, rec in RNN_ACTIVATIONS:
+            names = {"activation": act, "recurrent_activation": rec}
+            hs, cs = c.empty(t + 1, n, h), c.empty(t + 1, n, h)
+            hs[0], cs[0] = c.data(n, h), c.data(n, h)
+            s = c.session(hs=hs, cs=cs, gates=c.empty(t, n, 4 * h), act_c=c.empty(t, n, h),
+                          dz=c.empty(t, n, 4 * h))
+            s.call("lstm_sequence_forward", xz=c.data(t, n, 4 * h), U=c.data(h, 4 * h, scale=0.3),
+                   hs=State("hs"), cs=State("cs"), gates=State("gates"), act_c=State("act_c"),
+                   const={"xz", "U"}, what=f"T={t} N={n} H={h} {act}/{rec}", **names)
+            for dseq in (c.data(t, n, h), None):
+                s.call("lstm_sequence_backward", dseq=dseq, dh=c.data(n, h), dc=c.data(n, h),
+                       gates=State("gates"), cs=State("cs"), act_c=State("act_c"),
+                       Ut=c.data(4 * h, h, scale=0.3), dz=State("dz"),
+                       const={"dseq", "gates", "cs", "act_c", "Ut"},
+                       what=f"T={t} N={n} H={h} {act}/{rec} dseq={dseq is not None}",
+                       **names)
+
+
 @case("gru_cell_forward", "gru_cell_backward")
 def _gru_cell(c: OpCheck) -> None:
     n, h = 5, 7

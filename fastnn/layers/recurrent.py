@@ -117,17 +117,21 @@ class LSTM(RNNBase):
         cs = self.buffer("cs", (T + 1, N, H))
         gates = self.buffer("gates", (T, N, 4 * H))
         act_c = self.buffer("act_c", (T, N, H))
-        hz = self.buffer("hz", (N, 4 * H))
         hs[0] = states0[0]
         cs[0] = states0[1]
-        for s in range(T):
-            be.matmul(hs[s], U, out=hz)
-            be.lstm_cell_forward(
-                xz[s], hz, cs[s], gates[s], cs[s + 1], hs[s + 1], act_c[s],
-                self.activation, self.recurrent_activation,
-            )
-            self._apply_mask(s, hs[s + 1], hs[s])
-            self._apply_mask(s, cs[s + 1], cs[s])
+        if self._mask is None:  # the whole recurrence in one op (one compiled loop on numba)
+            be.lstm_sequence_forward(xz, U, hs, cs, gates, act_c,
+                                     self.activation, self.recurrent_activation)
+        else:
+            hz = self.buffer("hz", (N, 4 * H))
+            for s in range(T):
+                be.matmul(hs[s], U, out=hz)
+                be.lstm_cell_forward(
+                    xz[s], hz, cs[s], gates[s], cs[s + 1], hs[s + 1], act_c[s],
+                    self.activation, self.recurrent_activation,
+                )
+                self._apply_mask(s, hs[s + 1], hs[s])
+                self._apply_mask(s, cs[s + 1], cs[s])
         self._hs, self._cs, self._gates, self._act_c = hs, cs, gates, act_c
         return [hs, cs]
 
@@ -137,9 +141,15 @@ class LSTM(RNNBase):
         T, N, H = act_c.shape
         Ut = be.prepare_rhs(self.params["U"].T)  # packed once, used T times
         dz = self.buffer("dz", (T, N, 4 * H))
+        dh, dc = dfinal  # fresh arrays, ours to overwrite
+        dU = self.grads["U"]
+        if self._mask is None:  # the whole recurrence in one op (one compiled loop on numba)
+            be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c, Ut, dz,
+                                      self.activation, self.recurrent_activation)
+            be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=dU)
+            return dz, [dh, dc]
         gbuf = self.buffer("g", (N, H))
         dhbuf = self.buffer("dh", (N, H))
-        dh, dc = dfinal
         for s in range(T - 1, -1, -1):
             g = self._step_grad(s, dh, dseq, gbuf)
             carried = self._split_masked(s, [g, dc])
@@ -151,7 +161,7 @@ class LSTM(RNNBase):
             if carried is not None:
                 dh += carried[0]
                 dc += carried[1]
-        be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=self.grads["U"])
+        be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=dU)
         return dz, [dh.copy(), dc]
 
 

@@ -17,6 +17,7 @@ from fastnn.kernels.cpu import (  # noqa: F401
     optimizers,
     optimizers_extra,  # noqa: F401
     recurrent,  # noqa: F401
+    recurrent_sequence,  # noqa: F401  (the whole LSTM recurrence in one loop)
     softmax,
 )
 from fastnn.kernels.cpu.threads import get_num_threads, launch_threads, set_num_threads

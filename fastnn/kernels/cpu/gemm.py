@@ -7,15 +7,18 @@ MLP step spend most of their time in GEMMs, so the backend carries its own, comp
 LLVM for the CPU it runs on.
 
 How. The classic blocked scheme (Goto; BLIS): ``b`` is packed into panels of ``NR`` columns
-by ``KC`` rows, contiguous in the order the micro-kernel reads them; ``a`` is read where it
-lies (row-major or column-major, so ``x.T @ dz`` needs no copy); the micro-kernel keeps an
-``MR x NR`` block of ``c`` in vector registers across the ``KC`` loop, one broadcast of
-``a`` and ``NV`` fused multiply-adds per row and step. The micro-kernel is written as LLVM
-IR (a Numba intrinsic) because Numba has no vector types: written as Python loops, LLVM keeps
-the accumulators in memory. Edge rows use a micro-kernel with fewer rows; edge columns go
-through a small tile buffer. Work is split between threads by rows of ``c`` (or by column
-panels when ``c`` has few rows); a right-hand side used many times (the recurrent weight of
-an RNN, once per time step) is packed once (:func:`pack`).
+by ``KC`` rows, contiguous in the order the micro-kernel reads them (a row-major ``b``
+whose width is a multiple of ``NR`` is read in place instead, see
+:data:`UNPACKED_MAX_ROWS`); ``a`` is read where it lies (row-major or column-major, so
+``x.T @ dz`` needs no copy); the micro-kernel keeps an ``MR x NR`` block of ``c`` in
+vector registers across the ``KC`` loop, one broadcast of ``a`` and ``NV`` fused
+multiply-adds per row and step. The micro-kernel is written as LLVM IR (a Numba intrinsic)
+because Numba has no vector types: written as Python loops, LLVM keeps the accumulators in
+memory. Edge rows use a micro-kernel with fewer rows; edge columns go through a small tile
+buffer. Work is split between threads by rows of ``c`` (or by column panels when ``c`` has
+few rows); a right-hand side used many times (the recurrent weight of an RNN, once per
+time step) is packed once (:func:`pack`). Every element of ``c`` is summed by one thread in
+one fixed order: results do not depend on the thread count.
 
 The wrapper (:func:`gemm`) returns False for what it does not take (other dtypes, strided
 operands, overlapping output, tiny or vector-shaped products); the op then uses BLAS.
@@ -37,11 +40,20 @@ from fastnn.kernels.cpu.jit import LazyKernel, array
 #: Rows of ``c`` per micro-tile, vectors per row (one vector = 64 bytes), ``a``/``b`` depth
 #: per packed block, micro-tiles per row block of one thread (it stays in L2 while the
 #: thread walks the column panels). Chosen by measurement on the AVX-512 machines of
-#: PERF-NOTES (6 x 2 and 12 x 2 tiles ran best; 6 rows fit small batches with less waste).
-MR = 6
+#: PERF-NOTES: 6 x 2, 8 x 2 and 12 x 2 tiles ran alike in isolation (16 accumulators and 3
+#: more registers of 32); 8 rows split the usual batches (32, 128) into whole tiles. KC 512
+#: ran a little faster than 256 on the LSTM's K=1600 weight-gradient products.
+MR = 8
 NV = 2
-KC = 256
+KC = 512
 MC_TILES = 16
+
+#: A row-major ``b`` whose width is a multiple of the panel width is read in place (not
+#: packed) when ``a`` has fewer rows than this. Measured (AMD EPYC, float32): in place ran
+#: as fast or faster for every shape of the MLP and LSTM benchmarks (TN 128x1600x1024: 350
+#: against 115-330 GFLOP/s packed, the copy of b costing up to a third); so by default
+#: always. Set to 0 to always pack (the tests run both).
+UNPACKED_MAX_ROWS = 1 << 30
 
 #: Products smaller than this many multiply-adds go to BLAS: the thread launch and the
 #: packing cost more than they save.
@@ -60,14 +72,15 @@ def panel_width(dtype: np.dtype) -> int:
 
 def _make_micro_kernel(rows: int) -> Any:
     """An intrinsic computing a ``rows x NR`` block: ``c[coff + i*ldc + j] (+)= sum_k
-    a[aoff + i*sai + k*sak] * bp[boff + k*NR + j]`` for ``k < kc``."""
+    a[aoff + i*sai + k*sak] * bp[boff + k*sbk + j]`` for ``k < kc`` (``sbk = NR`` in a
+    packed panel, the row length for a row-major ``b`` read in place)."""
 
     @intrinsic
-    def micro(typingctx, kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate):
-        sig = types.void(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+    def micro(typingctx, kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate):
+        sig = types.void(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
 
         def codegen(context, builder, sig, args):
-            kc_, a_, aoff_, sai_, sak_, bp_, boff_, c_, coff_, ldc_, acc_ = args
+            kc_, a_, aoff_, sai_, sak_, bp_, boff_, sbk_, c_, coff_, ldc_, acc_ = args
             dtype = sig.args[1].dtype
             scalar = context.get_value_type(dtype)
             width = 16 if dtype == types.float32 else 8
@@ -78,7 +91,6 @@ def _make_micro_kernel(rows: int) -> Any:
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.{suffix}"
             )
-            nr = NV * width
 
             def ptr(arr_type, value):
                 return context.make_array(arr_type)(context, builder, value).data
@@ -89,12 +101,12 @@ def _make_micro_kernel(rows: int) -> Any:
             def as_i64(v):
                 return builder.sext(v, i64) if v.type.width < 64 else v
 
-            kc_, aoff_, sai_, sak_, boff_, coff_, ldc_ = map(
-                as_i64, (kc_, aoff_, sai_, sak_, boff_, coff_, ldc_)
+            kc_, aoff_, sai_, sak_, boff_, sbk_, coff_, ldc_ = map(
+                as_i64, (kc_, aoff_, sai_, sak_, boff_, sbk_, coff_, ldc_)
             )
             A = builder.gep(ptr(sig.args[1], a_), [aoff_])
             B = builder.gep(ptr(sig.args[5], bp_), [boff_])
-            C = builder.gep(ptr(sig.args[7], c_), [coff_])
+            C = builder.gep(ptr(sig.args[8], c_), [coff_])
             undef = ir.Constant(vec, ir.Undefined)
             splat0 = ir.Constant(ir.VectorType(i32, width), [0] * width)
             zero = ir.Constant(vec, [0.0] * width)
@@ -104,7 +116,7 @@ def _make_micro_kernel(rows: int) -> Any:
             row_ptrs = [builder.gep(A, [builder.mul(sai_, const(i))]) for i in range(rows)]
             with cgutils.for_range(builder, kc_) as loop:
                 k = loop.index
-                bk = builder.gep(B, [builder.mul(k, const(nr))])
+                bk = builder.gep(B, [builder.mul(k, sbk_)])
                 bvecs = [
                     builder.load(
                         builder.bitcast(builder.gep(bk, [const(width * j)]), vec.as_pointer()),
@@ -140,26 +152,77 @@ def _make_micro_kernel(rows: int) -> Any:
     return micro
 
 
-_M1, _M2, _M3, _M4, _M5, _M6 = (_make_micro_kernel(r) for r in range(1, MR + 1))
+_MICRO = tuple(_make_micro_kernel(r) for r in range(1, MR + 1))
+_M1, _M2, _M3, _M4, _M5, _M6, _M7, _M8 = _MICRO
 
 
 @numba.njit(inline="always")
-def _micro(rows, kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate):  # pragma: no cover
-    if rows == 6:
-        _M6(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+def _micro(rows, kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc,
+           accumulate):  # pragma: no cover
+    if rows == 8:
+        _M8(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+    elif rows == 7:
+        _M7(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+    elif rows == 6:
+        _M6(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
     elif rows == 5:
-        _M5(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+        _M5(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
     elif rows == 4:
-        _M4(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+        _M4(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
     elif rows == 3:
-        _M3(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+        _M3(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
     elif rows == 2:
-        _M2(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+        _M2(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
     else:
-        _M1(kc, a, aoff, sai, sak, bp, boff, c, coff, ldc, accumulate)
+        _M1(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
 
 
-def _gemm_kernel(a, sai, sak, M, bp, K, N, nr, c, accumulate, nthreads):
+@numba.njit(inline="always")
+def gemm_block(a, abase, sai, sak, M, bp, ldb, K, N, nr, c, cbase, ldc, accumulate,
+               ib0, ib1, jb0, jb1, tile):  # pragma: no cover  (compiled)
+    """``c[rows, cols] (+)= a[rows, :] @ B[:, cols]`` for the row tiles ``[ib0, ib1)`` and
+    the column panels ``[jb0, jb1)`` (one thread's share; callable from other kernels).
+
+    ``a`` element (i, k) is ``a[abase + i*sai + k*sak]``; ``c`` element (i, j) is
+    ``c[cbase + i*ldc + j]``. B is packed in ``bp`` when ``ldb`` is 0, else ``bp`` is a
+    row-major B read in place, row stride ``ldb`` (then ``N`` must be a multiple of ``nr``).
+    ``tile`` is ``MR * nr`` scratch for edge panels.
+    """
+    nb = (N + nr - 1) // nr
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        acc = 1 if (accumulate or k0 > 0) else 0
+        for it0 in range(ib0, ib1, MC_TILES):
+            it1 = min(ib1, it0 + MC_TILES)
+            for jb in range(jb0, jb1):
+                j0 = jb * nr
+                if ldb == 0:
+                    boff = k0 * nb * nr + jb * kc * nr
+                    sbk = nr
+                else:
+                    boff = k0 * ldb + j0
+                    sbk = ldb
+                w = min(nr, N - j0)
+                for ib in range(it0, it1):
+                    r0 = ib * MR
+                    h = min(MR, M - r0)
+                    aoff = abase + r0 * sai + k0 * sak
+                    coff = cbase + r0 * ldc + j0
+                    if w == nr:
+                        _micro(h, kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, acc)
+                    else:
+                        _micro(h, kc, a, aoff, sai, sak, bp, boff, sbk, tile, 0, nr, 0)
+                        for i in range(h):
+                            row = coff + i * ldc
+                            if acc:
+                                for j in range(w):
+                                    c[row + j] += tile[i * nr + j]
+                            else:
+                                for j in range(w):
+                                    c[row + j] = tile[i * nr + j]
+
+
+def _gemm_kernel(a, sai, sak, M, bp, ldb, K, N, nr, c, accumulate, nthreads):
     nb = (N + nr - 1) // nr
     ntiles = (M + MR - 1) // MR
     for t in prange(nthreads):
@@ -174,31 +237,8 @@ def _gemm_kernel(a, sai, sak, M, bp, K, N, nr, c, accumulate, nthreads):
             ib1 = ntiles
             jb0 = nb * t // nthreads
             jb1 = nb * (t + 1) // nthreads
-        for k0 in range(0, K, KC):
-            kc = min(KC, K - k0)
-            acc = 1 if (accumulate or k0 > 0) else 0
-            for it0 in range(ib0, ib1, MC_TILES):
-                it1 = min(ib1, it0 + MC_TILES)
-                for jb in range(jb0, jb1):
-                    boff = k0 * nb * nr + jb * kc * nr
-                    j0 = jb * nr
-                    w = min(nr, N - j0)
-                    for ib in range(it0, it1):
-                        r0 = ib * MR
-                        h = min(MR, M - r0)
-                        aoff = r0 * sai + k0 * sak
-                        if w == nr:
-                            _micro(h, kc, a, aoff, sai, sak, bp, boff, c, r0 * N + j0, N, acc)
-                        else:
-                            _micro(h, kc, a, aoff, sai, sak, bp, boff, tile, 0, nr, 0)
-                            for i in range(h):
-                                row = (r0 + i) * N + j0
-                                if acc:
-                                    for j in range(w):
-                                        c[row + j] += tile[i * nr + j]
-                                else:
-                                    for j in range(w):
-                                        c[row + j] = tile[i * nr + j]
+        gemm_block(a, 0, sai, sak, M, bp, ldb, K, N, nr, c, 0, N, accumulate,
+                   ib0, ib1, jb0, jb1, tile)
 
 
 def _pack_kernel(b, transposed, bp, nr):
@@ -235,7 +275,8 @@ def _pack_kernel(b, transposed, bp, nr):
 _gemm = LazyKernel(
     _gemm_kernel,
     lambda T: (array(T, 1, True), types.intp, types.intp, types.intp, array(T, 1, True),
-               types.intp, types.intp, types.intp, array(T, 1), types.intp, types.intp),
+               types.intp, types.intp, types.intp, types.intp, array(T, 1), types.intp,
+               types.intp),
 )
 _pack = LazyKernel(
     _pack_kernel,
@@ -370,15 +411,18 @@ def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> bool:
         return False
     if _overlaps(out, a, src):
         return False
-    if packed is None:
-        packed = pack(src, _scratch_buffer(packed_size(K, N, dt), dt))
-        if packed is None:  # pragma: no cover  (takes() checked the layout)
-            return False
+    nr = panel_width(dt)
+    ldb = 0
+    if packed is not None:
+        bp = packed.data
+    elif _layout(src, dt) == "C" and N % nr == 0 and M < UNPACKED_MAX_ROWS:
+        bp, ldb = src.reshape(-1), N  # read in place: packing would cost more than it saves
+    else:
+        bp = pack(src, _scratch_buffer(packed_size(K, N, dt), dt)).data
     la = _layout(a, dt)
     af = a.reshape(-1) if la == "C" else a.T.reshape(-1)
     sai, sak = (K, 1) if la == "C" else (1, M)
     nthreads = numba.get_num_threads() if M * N * K >= 4 * MIN_WORK else 1
     kernel = _gemm.get(dt, nthreads > 1)
-    kernel(af, sai, sak, M, packed.data, K, N, panel_width(dt), out.reshape(-1),
-           int(accumulate), nthreads)
+    kernel(af, sai, sak, M, bp, ldb, K, N, nr, out.reshape(-1), int(accumulate), nthreads)
     return True

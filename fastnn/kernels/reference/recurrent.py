@@ -117,6 +117,69 @@ def lstm_cell_backward(
 
 
 @reference_op
+def lstm_sequence_forward(
+    be, xz, U, hs, cs, gates, act_c,
+    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+):
+    """The LSTM recurrence over all ``T`` steps (no mask): for each step ``s``,
+    ``hz = hs[s] @ U`` and :func:`lstm_cell_forward` into ``hs[s + 1]``, ``cs[s + 1]``.
+
+    Args:
+        xz: (T, N, 4H) input parts ``x_t @ W + b``.
+        U: (H, 4H) recurrent weight, or ``prepare_rhs(U)``.
+        hs, cs: (T + 1, N, H) hidden and cell states; ``hs[0]``, ``cs[0]`` are the initial
+            states (read), the rest is written.
+        gates: (T, N, 4H) output, the activated gates of every step.
+        act_c: (T, N, H) output, ``activation(c)`` of every step.
+        activation, recurrent_activation: as in :func:`lstm_cell_forward`.
+
+    Returns:
+        ``hs``.
+    """
+    T, N, G = xz.shape
+    hz = be.xp.empty((N, G), dtype=xz.dtype)
+    for s in range(T):
+        be.matmul(hs[s], U, out=hz)
+        be.lstm_cell_forward(xz[s], hz, cs[s], gates[s], cs[s + 1], hs[s + 1], act_c[s],
+                             activation, recurrent_activation)
+    return hs
+
+
+@reference_op
+def lstm_sequence_backward(
+    be, dseq, dh, dc, gates, cs, act_c, Ut, dz,
+    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+):
+    """Backpropagation through time of :func:`lstm_sequence_forward` (no mask).
+
+    Args:
+        dseq: (T, N, H) gradient with respect to every step's output (any strides), or None
+            when only the final state receives a gradient.
+        dh, dc: (N, H) gradients with respect to the final ``h`` and ``c``; overwritten with
+            the gradients with respect to the initial states.
+        gates, cs, act_c: as written by the forward pass (``cs`` with its ``T + 1`` states).
+        Ut: the transposed recurrent weight (4H, H), or ``prepare_rhs(U.T)``.
+        dz: (T, N, 4H) output, the gradient with respect to every step's pre-activations.
+        activation, recurrent_activation: as in the forward pass.
+
+    Returns:
+        ``dz``.
+    """
+    xp = be.xp
+    T, N, H = act_c.shape
+    g = xp.empty((N, H), dtype=dh.dtype)
+    for s in range(T - 1, -1, -1):
+        if dseq is None:
+            g[...] = dh
+        else:
+            xp.add(dh, dseq[s], out=g)
+        be.lstm_cell_backward(g, dc, gates[s], cs[s], act_c[s], dz[s], dc,
+                              activation, recurrent_activation)
+        be.matmul(dz[s], Ut, out=dh)
+    return dz
+
+
+@reference_op
 def gru_cell_forward(
     be, xz, hz, h_prev, gates, h,
     activation: str = "tanh", recurrent_activation: str = "sigmoid",
