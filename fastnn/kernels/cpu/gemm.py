@@ -70,10 +70,16 @@ def panel_width(dtype: np.dtype) -> int:
     return NV * lanes(dtype)
 
 
-def _make_micro_kernel(rows: int) -> Any:
+def _make_micro_kernel(rows: int, unit_row_stride: bool) -> Any:
     """An intrinsic computing a ``rows x NR`` block: ``c[coff + i*ldc + j] (+)= sum_k
     a[aoff + i*sai + k*sak] * bp[boff + k*sbk + j]`` for ``k < kc`` (``sbk = NR`` in a
-    packed panel, the row length for a row-major ``b`` read in place)."""
+    packed panel, the row length for a row-major ``b`` read in place).
+
+    With ``unit_row_stride`` the kernel assumes ``sai == 1`` (a column-major ``a``, such as
+    ``x.T`` in a weight gradient): the rows are constant offsets from one pointer. With a
+    runtime row stride LLVM keeps a pointer per row and, with the unrolled k loop, spills
+    some of them to the stack.
+    """
 
     @intrinsic
     def micro(typingctx, kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate):
@@ -113,7 +119,10 @@ def _make_micro_kernel(rows: int) -> Any:
             # Allocas of vectors: LLVM's SROA turns them into registers (phis of the k loop).
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(NV)]
                     for _ in range(rows)]
-            row_ptrs = [builder.gep(A, [builder.mul(sai_, const(i))]) for i in range(rows)]
+            if unit_row_stride:
+                row_ptrs = [builder.gep(A, [const(i)]) for i in range(rows)]
+            else:
+                row_ptrs = [builder.gep(A, [builder.mul(sai_, const(i))]) for i in range(rows)]
             with cgutils.for_range(builder, kc_) as loop:
                 k = loop.index
                 bk = builder.gep(B, [builder.mul(k, sbk_)])
@@ -152,29 +161,57 @@ def _make_micro_kernel(rows: int) -> Any:
     return micro
 
 
-_MICRO = tuple(_make_micro_kernel(r) for r in range(1, MR + 1))
+_MICRO = tuple(_make_micro_kernel(r, False) for r in range(1, MR + 1))
+_MICRO_UNIT = tuple(_make_micro_kernel(r, True) for r in range(1, MR + 1))
 _M1, _M2, _M3, _M4, _M5, _M6, _M7, _M8 = _MICRO
+_U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = _MICRO_UNIT
 
 
 @numba.njit(inline="always")
 def _micro(rows, kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc,
-           accumulate):  # pragma: no cover
+           accumulate):  # pragma: no cover  (compiled)
+    """The micro-kernel for ``rows`` rows (the unit-row-stride build when ``sai == 1``)."""
+    args = (kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
     if rows == 8:
-        _M8(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U8(*args)
+        else:
+            _M8(*args)
     elif rows == 7:
-        _M7(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U7(*args)
+        else:
+            _M7(*args)
     elif rows == 6:
-        _M6(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U6(*args)
+        else:
+            _M6(*args)
     elif rows == 5:
-        _M5(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U5(*args)
+        else:
+            _M5(*args)
     elif rows == 4:
-        _M4(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U4(*args)
+        else:
+            _M4(*args)
     elif rows == 3:
-        _M3(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U3(*args)
+        else:
+            _M3(*args)
     elif rows == 2:
-        _M2(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U2(*args)
+        else:
+            _M2(*args)
     else:
-        _M1(kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc, accumulate)
+        if sai == 1:
+            _U1(*args)
+        else:
+            _M1(*args)
 
 
 @numba.njit(inline="always")
