@@ -179,3 +179,17 @@ def test_numba_matmul_op_uses_the_kernel_and_matches_numpy():
     # A prepared operand in a product the kernel does not take falls back to BLAS.
     a3 = rng.standard_normal((2, 64, 200)).astype(np.float32)
     np.testing.assert_allclose(nb.matmul(a3, prepared), ref.matmul(a3, b), rtol=2e-5, atol=2e-5)
+
+
+def test_prepared_weight_falls_back_to_blas_in_linear():
+    """``linear`` with a prepared weight and an input the GEMM does not take (float32 input,
+    float64 weight) still computes through BLAS with the weight's source."""
+    from fastnn.backends import get_backend
+
+    nb = get_backend("numba")
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((40, 64))
+    prepared = nb.prepare_rhs(W)
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    b = rng.standard_normal(64)
+    np.testing.assert_allclose(nb.linear(x, prepared, b), x @ W + b, rtol=1e-6)

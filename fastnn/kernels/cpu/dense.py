@@ -83,6 +83,8 @@ def linear(be, x, W, b=None, out=None):
     """y = x @ W + b (see the reference) with the GEMM of this backend."""
     y = _product(x, W, out)
     if y is None:
+        if isinstance(W, _gemm.PackedMatrix):
+            W = W.source
         return _ref_linear(be, x, W, b, out)
     if b is not None:
         y += b
