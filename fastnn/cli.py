@@ -465,6 +465,26 @@ def _one_line(text: str) -> str:
     return " / ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+def _numba_gemm() -> str:
+    """The numba backend's own GEMM: tile shape and the CPU LLVM compiles it for."""
+    reason = _numba_unavailable()
+    if reason is not None:
+        return f"n/a ({reason})"
+    from llvmlite import binding
+
+    from fastnn.kernels.cpu import gemm
+
+    return (f"{gemm.MR}x{gemm.panel_width(np.float32)} float32 micro-kernel, "
+            f"compiled for {binding.get_host_cpu_name()}")
+
+
+def _numba_unavailable() -> str | None:
+    from fastnn.backends import unavailable_reason
+
+    reason = unavailable_reason("numba")
+    return None if reason is None else _one_line(reason)
+
+
 def run_info(args: argparse.Namespace) -> int:
     """``fastnn info``: version, backends, threads, BLAS and GPU of this machine."""
     from fastnn.backends import NAMES, current_backend_name, get_backend, unavailable_reason
@@ -492,6 +512,7 @@ def run_info(args: argparse.Namespace) -> int:
         default = f"invalid ({_one_line(exc)})"
     rows.append(("default backend", default))
     rows.append(("numba threads", _numba_threads()))
+    rows.append(("numba gemm", _numba_gemm()))
     blas_name, blas_threads = _blas_info()
     rows.append(("blas", blas_name))
     rows.append(("blas threads", blas_threads))

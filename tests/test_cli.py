@@ -151,6 +151,10 @@ def test_info_lists_version_backends_threads_blas_and_gpu():
     assert rows["backend numpy"] == "available: cpu"
     assert re.match(r"\d+ ", rows["numba threads"]) or "n/a" in rows["numba threads"]
     assert rows["blas"] and rows["blas threads"]
+    if unavailable_reason("numba") is None:
+        assert re.match(r"\d+x\d+ float32 micro-kernel, compiled for \S+", rows["numba gemm"])
+    else:
+        assert rows["numba gemm"].startswith("n/a")
     assert rows["OPENBLAS_CORETYPE"] == "Haswell"
     assert rows["gpu"]
 
