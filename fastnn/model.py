@@ -670,20 +670,28 @@ class Sequential:
         return any(layer.regularizers for layer in self._all_layers())
 
     def _step_threads(self) -> Any:
-        """Context of the training steps: on the numba backend, NumPy's BLAS runs one thread.
+        """Context of the training steps on the numba backend: NumPy's BLAS runs one thread
+        and the elementwise Numba kernels run single-threaded; the backend's own GEMM (which
+        takes the large products) keeps every core.
 
-        The backend's own GEMM (:mod:`fastnn.kernels.cpu.gemm`) takes the large products
-        and the Numba kernels use every core; what is left to BLAS is small (a 10-column
-        output layer). A multi-threaded BLAS call among parallel Numba kernels leaves its
-        idle workers spinning on the cores the next kernel needs, and each pool then waits
-        on the other: measured here (2-core AMD EPYC, MLP 784-512-512-10 float32, SGD,
-        batch 128) 6-7 k samples/s with BLAS's two threads, 78-89 k with one.
+        Why. A multi-threaded BLAS call among parallel Numba kernels leaves its idle workers
+        spinning on the cores the next kernel needs, and each pool then waits on the other:
+        measured here (2-core AMD EPYC, MLP 784-512-512-10 float32, SGD, batch 128) 6-7 k
+        samples/s with BLAS's two threads, 65-89 k with one. And every parallel region ends
+        in a join that waits for its slowest thread: with another busy process on the
+        machine the elementwise kernels of a batch-1 step took 0.65-0.69 ms in parallel
+        against 0.28-0.30 ms serially (0.25 against 0.31 ms on a quiet machine). The GEMMs
+        are long enough for their joins not to dominate.
         """
         if self.backend.name != "numba":
             return contextlib.nullcontext()
         from fastnn.kernels.cpu.blas_threads import limit_blas_threads
+        from fastnn.kernels.cpu.jit import serial_kernels
 
-        return limit_blas_threads(1)
+        stack = contextlib.ExitStack()
+        stack.enter_context(limit_blas_threads(1))
+        stack.enter_context(serial_kernels())
+        return stack
 
     def _apply_gradients(self) -> None:
         """Let the optimizer apply the gradients, which must be complete (the one point

@@ -35,6 +35,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from fastnn.kernels.cpu import jit
 from fastnn.kernels.cpu.jit import LazyKernel, array
 
 #: Rows of ``c`` per micro-tile, vectors per row (one vector = 64 bytes), ``a``/``b`` depth
@@ -377,7 +378,8 @@ def pack(b: np.ndarray, out: np.ndarray | None = None) -> PackedMatrix | None:
     if out is None or out.dtype != dt or out.size < size or not out.flags.c_contiguous:
         out = np.empty(size, dtype=dt)
     src = b if layout == "C" else b.T
-    _pack.pick(dt, size)(src, layout == "F", out, nr)
+    # Like the GEMM itself, packing keeps its threads inside serial_kernels (a training step).
+    _pack.get(dt, size > jit.BLOCK)(src, layout == "F", out, nr)
     return PackedMatrix(b, out)
 
 

@@ -359,12 +359,12 @@ _serial = _SerialState()
 class serial_kernels:  # noqa: N801  (used like a function: ``with serial_kernels():``)
     """Context manager: kernels called from this Python thread run their serial builds.
 
-    For code that interleaves the kernels with multi-threaded BLAS calls: BLAS's own thread
-    pool keeps its idle threads spinning on every core for a while after each matmul, and a
-    parallel kernel must wait for a core that a spinning BLAS thread holds, and vice versa.
-    (``Sequential``'s training steps avoid the problem the other way round: BLAS runs one
-    thread there, see ``Sequential._step_threads``.) Nestable; the kernels' results do not
-    depend on it.
+    Used by ``Sequential`` around its training steps (with NumPy's BLAS held to one thread,
+    see ``Sequential._step_threads``): a step is a chain of short kernels, and each parallel
+    region ends in a join that waits for its slowest thread, which on a shared machine (or
+    next to BLAS's spinning pool) can be descheduled for a whole time slice. The backend's
+    GEMM (``gemm.py``) keeps its threads: its regions are long. Nestable; the kernels'
+    results do not depend on it.
     """
 
     def __enter__(self) -> serial_kernels:

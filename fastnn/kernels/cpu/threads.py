@@ -21,8 +21,9 @@ OpenBLAS's own pthread pool) and the Numba kernels alternate, and each pool's id
 spin on the core the other pool needs. MLP 784-512-512-10 float32 at batch 128, SGD, 2
 cores (AMD EPYC, measured with ``fit``): 11 k samples/s with libgomp's default waiting,
 57-59 k with ``OMP_WAIT_POLICY=passive`` or one Numba thread. ``Sequential`` therefore runs
-its training steps with BLAS held to one thread: the large products go to the backend's own
-GEMM (Numba threads too), the Numba kernels keep every core, and no OpenMP setting changes.
+its training steps with BLAS held to one thread and the elementwise Numba kernels serial;
+the large products go to the backend's own GEMM, which keeps every core; no OpenMP setting
+changes.
 
 Passive waiting is opt-in (``FASTNN_OMP_PASSIVE=1``): :func:`launch_threads` then sets
 ``OMP_WAIT_POLICY=passive`` just while Numba loads its threading library and restores the
