@@ -35,8 +35,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from fastnn.kernels.cpu import jit
-from fastnn.kernels.cpu.jit import LazyKernel, array
+from fastnn.kernels.cpu.jit import LazyKernel, array, helper_jit_flags
 
 #: Rows of ``c`` per micro-tile, vectors per row (one vector = 64 bytes), ``a``/``b`` depth
 #: per packed block, micro-tiles per row block of one thread (it stays in L2 while the
@@ -59,6 +58,16 @@ UNPACKED_MAX_ROWS = 1 << 30
 #: Products smaller than this many multiply-adds go to BLAS: the thread launch and the
 #: packing cost more than they save.
 MIN_WORK = 1 << 16
+
+#: Products of fewer multiply-adds run on the calling thread (about 40 us of work on one
+#: AVX-512 core). A parallel region ends in a join that waits for its slowest thread; on a
+#: shared machine a thread can be descheduled for a whole time slice, and a short product
+#: split in two then takes milliseconds (measured: digits MLP epochs of 1.6 s instead of
+#: 0.02 s with 260 k multiply-add products run in parallel).
+PARALLEL_MIN_WORK = 1 << 23
+
+#: Packing (a copy) uses the threads from this many elements of ``b`` on, for the same reason.
+PARALLEL_MIN_PACK = 1 << 19
 
 
 def lanes(dtype: np.dtype) -> int:
@@ -168,7 +177,7 @@ _M1, _M2, _M3, _M4, _M5, _M6, _M7, _M8 = _MICRO
 _U1, _U2, _U3, _U4, _U5, _U6, _U7, _U8 = _MICRO_UNIT
 
 
-@numba.njit(inline="always")
+@numba.njit(**helper_jit_flags())
 def _micro(rows, kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc,
            accumulate):  # pragma: no cover  (compiled)
     """The micro-kernel for ``rows`` rows (the unit-row-stride build when ``sai == 1``)."""
@@ -215,7 +224,7 @@ def _micro(rows, kc, a, aoff, sai, sak, bp, boff, sbk, c, coff, ldc,
             _M1(*args)
 
 
-@numba.njit(inline="always")
+@numba.njit(**helper_jit_flags())
 def gemm_block(a, abase, sai, sak, M, bp, ldb, K, N, nr, c, cbase, ldc, accumulate,
                ib0, ib1, jb0, jb1, tile):  # pragma: no cover  (compiled)
     """``c[rows, cols] (+)= a[rows, :] @ B[:, cols]`` for the row tiles ``[ib0, ib1)`` and
@@ -379,7 +388,7 @@ def pack(b: np.ndarray, out: np.ndarray | None = None) -> PackedMatrix | None:
         out = np.empty(size, dtype=dt)
     src = b if layout == "C" else b.T
     # Like the GEMM itself, packing keeps its threads inside serial_kernels (a training step).
-    _pack.get(dt, size > jit.BLOCK)(src, layout == "F", out, nr)
+    _pack.get(dt, size >= PARALLEL_MIN_PACK)(src, layout == "F", out, nr)
     return PackedMatrix(b, out)
 
 
@@ -461,7 +470,7 @@ def gemm(a: Any, b: Any, out: Any, accumulate: bool = False) -> bool:
     la = _layout(a, dt)
     af = a.reshape(-1) if la == "C" else a.T.reshape(-1)
     sai, sak = (K, 1) if la == "C" else (1, M)
-    nthreads = numba.get_num_threads() if M * N * K >= 4 * MIN_WORK else 1
+    nthreads = numba.get_num_threads() if M * N * K >= PARALLEL_MIN_WORK else 1
     kernel = _gemm.get(dt, nthreads > 1)
     kernel(af, sai, sak, M, bp, ldb, K, N, nr, out.reshape(-1), int(accumulate), nthreads)
     return True
