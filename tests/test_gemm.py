@@ -87,6 +87,9 @@ def test_result_does_not_depend_on_the_thread_count(G):
     """Each element is summed by one thread in one order: 1 or 2 threads, same bits."""
     import numba
 
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread on this machine: nothing to compare")
+
     rng = np.random.default_rng(2)
     a, b = _operands(rng, 200, 300, 256, np.float32, "C", "C")
     outs = []
@@ -160,7 +163,7 @@ def test_overlapping_output_is_declined(G):
 
 
 
-def test_numba_matmul_op_uses_the_kernel_and_matches_numpy():
+def test_numba_matmul_op_uses_the_kernel_and_matches_numpy(G, monkeypatch):
     from fastnn.backends import get_backend
 
     nb = get_backend("numba")
@@ -169,7 +172,17 @@ def test_numba_matmul_op_uses_the_kernel_and_matches_numpy():
     a = rng.standard_normal((64, 200)).astype(np.float32)
     b = rng.standard_normal((200, 96)).astype(np.float32)
     expected = ref.matmul(a, b)
+    ran = []
+    real_gemm = G.gemm
+
+    def spy(*args, **kwargs):
+        done = real_gemm(*args, **kwargs)
+        ran.append(done)
+        return done
+
+    monkeypatch.setattr(G, "gemm", spy)
     got = nb.matmul(a, b)
+    assert ran == [True], "the kernel, not BLAS, must compute this product"
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
     prepared = nb.prepare_rhs(b)
     from fastnn.kernels.cpu.gemm import PackedMatrix
@@ -193,3 +206,82 @@ def test_prepared_weight_falls_back_to_blas_in_linear():
     x = rng.standard_normal((3, 40)).astype(np.float32)
     b = rng.standard_normal(64)
     np.testing.assert_allclose(nb.linear(x, prepared, b), x @ W + b, rtol=1e-6)
+
+
+def test_packing_scratch_is_released_when_its_thread_ends(G):
+    """The per-thread buffer that ``gemm`` packs b into belongs to the thread: it is freed
+    when the thread ends (a module dict keyed by thread id kept one buffer per thread that
+    ever ran a product, for the life of the process)."""
+    import gc
+    import threading
+    import weakref
+
+    refs = []
+
+    def work():
+        rng = np.random.default_rng(6)
+        a, b = _operands(rng, 16, 64, 70, np.float32, "C", "C")  # width 70: packed per call
+        out = np.empty((16, 70), np.float32)
+        assert G.gemm(a, b, out)
+        _check(out, a, b, np.float32, what="in a thread")
+        refs.append(weakref.ref(G._scratch_buffer(1, np.float32)))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert len(refs) == 1
+    assert refs[0]() is None, "the finished thread's packing buffer is still alive"
+
+
+@pytest.mark.parametrize("why", ["2-D", "read-only", "overlaps b"])
+def test_pack_allocates_instead_of_using_an_unsuitable_buffer(G, why):
+    """``pack(b, out)`` reuses ``out`` only where it can write it (flat, writeable, apart
+    from ``b``); else it packs into a fresh buffer, as for a wrong dtype or size (a 2-D or
+    read-only buffer used to raise Numba's "No matching definition")."""
+    rng = np.random.default_rng(7)
+    size = G.packed_size(48, 64, np.float32)
+    if why == "overlaps b":
+        out = np.zeros(size + 48 * 64, np.float32)
+        b = out[size // 2:size // 2 + 48 * 64].reshape(48, 64)
+        b[...] = rng.standard_normal((48, 64))
+    else:
+        b = rng.standard_normal((48, 64)).astype(np.float32)
+        out = np.zeros(size, np.float32)
+        if why == "2-D":
+            out = out.reshape(-1, 64)
+        else:
+            out.flags.writeable = False
+    expected_b = b.copy()
+    packed = G.pack(b, out)
+    assert packed is not None and packed.data is not out
+    a = rng.standard_normal((16, 48)).astype(np.float32)
+    y = np.empty((16, 64), np.float32)
+    assert G.gemm(a, packed, y)
+    _check(y, a, expected_b, np.float32, what=why)
+
+
+@pytest.mark.parametrize(
+    "shape", [(8, 600, 261), (37, 1100, 70), (200, 70, 45), (64, 40, 128)],
+    ids=["column-split", "column-split-deep", "row-split-edges", "row-split-in-place"],
+)
+def test_threaded_splits_give_the_serial_bits(G, shape, monkeypatch):
+    """Every split of the work between threads (by rows of c, or by column panels when c has
+    few rows; edge panels; K over one block) sums each element as the serial build does.
+    Products this small run serially by default (PARALLEL_MIN_WORK), so the threshold is
+    lowered here: no other test reached these splits with more than one thread."""
+    import numba
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: nothing to split")
+    rng = np.random.default_rng(8)
+    m, k, n = shape
+    a, b = _operands(rng, m, k, n, np.float32, "C", "C")
+    outs = []
+    for threshold in (1 << 62, 0):
+        monkeypatch.setattr(G, "PARALLEL_MIN_WORK", threshold)
+        y = np.full((m, n), np.nan, np.float32)
+        assert G.gemm(a, b, y)
+        outs.append(y)
+    _check(outs[1], a, b, np.float32, what=f"{shape} threaded")
+    np.testing.assert_array_equal(outs[1], outs[0])

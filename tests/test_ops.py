@@ -664,7 +664,7 @@ def _lstm_cell(c: OpCheck) -> None:
 
 @case("lstm_sequence_forward", "lstm_sequence_backward")
 def _lstm_sequence(c: OpCheck) -> None:
-    # H = 32: whole GEMM panels (the Numba backend's fused loop); H = 7: its fallback.
+    # H = 32: whole GEMM panels of the Numba backend's fused loop; H = 7: a partial panel.
     for t, n, h in ((4, 7, 32), (3, 5, 7)):
         for act, rec in RNN_ACTIVATIONS:
             names = {"activation": act, "recurrent_activation": rec}

@@ -251,3 +251,83 @@ print(",".join(layer.name for layer in m.layers))
     done = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
                           capture_output=True, text=True)
     assert done.stdout.strip() == "dense_1,dense_2,dense_3"
+
+
+@pytest.mark.parametrize("strided_dy", [False, True], ids=["dy-contiguous", "dy-strided"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numba_lstm_sequence_ops_match_numpy_with_the_batch_split(dtype, strided_dy):
+    """The unmasked LSTM runs its recurrence as one op (lstm_sequence_forward/backward); on
+    numba the batch is split between threads in whole 8-row tiles. N=19: three tiles, the last
+    partial (two threads on a 2-core machine); H=20: a partial GEMM panel in float32. The
+    upstream gradient arrives batch-major (read through the (T, N, H) view) or strided (the
+    per-step fallback). No earlier test reached this path with more than one tile."""
+    reason = unavailable_reason("numba")
+    if reason is not None:
+        pytest.skip(reason)
+    from tests.conftest import assert_close
+
+    n, t, d, h = 19, 4, 3, 20
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, t, d)).astype(dtype)
+    dy = rng.standard_normal((n, t, 2 * h) if strided_dy else (n, t, h)).astype(dtype)
+    dy = dy[:, :, ::2] if strided_dy else dy
+    dstates = [rng.standard_normal((n, h)).astype(dtype) for _ in range(2)]
+    params = None
+    results = []
+    for name in ("numpy", "numba"):
+        layer = fastnn.LSTM(h, return_sequences=True, return_state=True, go_backwards=True,
+                            backend=name, dtype=dtype)
+        layer.build((t, d))
+        if params is None:
+            params = {k: rng.standard_normal(v.shape).astype(dtype) * 0.3
+                      for k, v in layer.params.items()}
+        for k, v in params.items():
+            layer.params[k][...] = v
+        outs = layer.forward(x)
+        dx = layer.backward((dy, *dstates))
+        results.append(([o.copy() for o in outs], dx.copy(),
+                         {k: g.copy() for k, g in layer.grads.items()},
+                         [s.copy() for s in layer.initial_state_grads]))
+    (ref_outs, ref_dx, ref_grads, ref_ds0), (outs, dx, grads, ds0) = results
+    for k, (a, b) in enumerate(zip(outs, ref_outs, strict=True)):
+        assert_close(a, b, dtype, f"output {k}")
+    assert_close(dx, ref_dx, dtype, "dx")
+    for key in ref_grads:
+        assert_close(grads[key], ref_grads[key], dtype, key)
+    for k, (a, b) in enumerate(zip(ds0, ref_ds0, strict=True)):
+        assert_close(a, b, dtype, f"initial state gradient {k}")
+
+
+def test_numba_training_steps_hold_blas_to_one_thread_and_restore_it():
+    """On numba, fit runs its steps with NumPy's OpenBLAS held to one thread and the
+    elementwise kernels serial (Sequential._step_threads), and restores both afterwards."""
+    reason = unavailable_reason("numba")
+    if reason is not None:
+        pytest.skip(reason)
+    from fastnn.callbacks import Callback
+    from fastnn.kernels.cpu import blas_threads, jit
+
+    if not blas_threads.AVAILABLE:
+        pytest.skip("no OpenBLAS whose thread count can be set")
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((blas_threads.blas_num_threads(), jit._serial.depth))
+
+    setter = blas_threads._FUNCS[0]
+    before = blas_threads.blas_num_threads()
+    setter(2)  # a count above one, so that holding it to one is observable
+    try:
+        if blas_threads.blas_num_threads() != 2:
+            pytest.skip("this OpenBLAS cannot run two threads")
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(16, 3)), rng.normal(size=(16, 2))
+        model = fastnn.Sequential([Dense(4, input_dim=3), Dense(2)], backend="numba", seed=0)
+        model.compile(optimizers.SGD(0.01), "mse")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[Record()])
+        after = (blas_threads.blas_num_threads(), jit._serial.depth)
+    finally:
+        setter(before)
+    assert seen and all(s == (1, 1) for s in seen), seen
+    assert after == (2, 0)

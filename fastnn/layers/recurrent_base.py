@@ -4,8 +4,11 @@ A recurrent layer reads a batch ``x: (N, T, D)``. Its forward pass
 
 1. puts the sequence time-major (reversed when ``go_backwards``) and projects every
    timestep at once with one GEMM, ``xz = x @ W + b: (T, N, G*H)`` for ``G`` gates;
-2. runs the recurrence, one GEMM ``h_prev @ U`` per step (BLAS/cuBLAS) followed by the
-   cell's fused gate math (a backend op: one Numba or CUDA kernel per step);
+2. runs the recurrence, one GEMM ``h_prev @ U`` per step (``be.matmul``: BLAS, cuBLAS or
+   the numba backend's own GEMM, ``U`` prepared once by ``be.prepare_rhs``) followed by the
+   cell's fused gate math (a backend op: one Numba or CUDA kernel per step); the unmasked
+   LSTM runs all steps as one op (``lstm_sequence_forward``/``_backward``: one compiled
+   loop on numba);
 3. returns the last hidden state ``(N, H)``, or all of them ``(N, T, H)`` with
    ``return_sequences``; with ``return_state`` a tuple ``(output, *final_states)``.
 

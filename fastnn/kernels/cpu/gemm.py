@@ -26,6 +26,7 @@ operands, overlapping output, tiny or vector-shaped products); the op then uses 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numba
@@ -369,7 +370,8 @@ def _layout(x: Any, dtype: np.dtype) -> str | None:
 def pack(b: np.ndarray, out: np.ndarray | None = None) -> PackedMatrix | None:
     """``b`` (K, N) packed for :func:`gemm`, or None when the GEMM does not take it.
 
-    ``out`` may be a flat buffer of at least :func:`packed_size` elements to reuse.
+    ``out`` may be a flat buffer of at least :func:`packed_size` elements to reuse (one that
+    does not fit, is read-only or overlaps ``b`` is not used: a fresh buffer is allocated).
     """
     if not isinstance(b, np.ndarray):
         return None
@@ -384,7 +386,11 @@ def pack(b: np.ndarray, out: np.ndarray | None = None) -> PackedMatrix | None:
         return None
     nr = panel_width(dt)
     size = packed_size(K, N, dt)
-    if out is None or out.dtype != dt or out.size < size or not out.flags.c_contiguous:
+    if (
+        not isinstance(out, np.ndarray) or out.dtype != dt or out.ndim != 1 or out.size < size
+        or not (out.flags.c_contiguous and out.flags.aligned and out.flags.writeable)
+        or np.may_share_memory(out, b)
+    ):
         out = np.empty(size, dtype=dt)
     src = b if layout == "C" else b.T
     # Like the GEMM itself, packing keeps its threads inside serial_kernels (a training step).
@@ -403,18 +409,20 @@ def _overlaps(out: np.ndarray, *inputs: Any) -> bool:
 
 
 #: One reusable packing buffer per dtype and thread (a fresh large buffer page-faults on
-#: every call: PERF-NOTES, "fresh large temporaries").
-_scratch: dict[tuple[int, np.dtype], np.ndarray] = {}
+#: every call: PERF-NOTES, "fresh large temporaries"). Thread-local, so that a thread's
+#: buffers are freed when it ends.
+_scratch = threading.local()
 
 
 def _scratch_buffer(size: int, dtype: np.dtype) -> np.ndarray:
-    import threading
-
-    key = (threading.get_ident(), np.dtype(dtype))
-    buf = _scratch.get(key)
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    key = np.dtype(dtype)
+    buf = buffers.get(key)
     if buf is None or buf.size < size:
         buf = np.empty(size, dtype=dtype)
-        _scratch[key] = buf
+        buffers[key] = buf
     return buf
 
 

@@ -7,7 +7,9 @@ kernels likewise produce all gate gradients in one pass. The loop over a row's u
 what LLVM vectorises, with the vectorisable
 :func:`~fastnn.kernels.cpu.fastexp.fast_exp` (no SVML here, PERF-NOTES); tanh is
 ``1 - 2 / (exp(2x) + 1)``. The matrix products are the layers' ``matmul`` calls (on this
-backend the GEMM of ``gemm.py``, the recurrent weight packed once per sequence).
+backend the GEMM of ``gemm.py``, the recurrent weight packed once per sequence). An LSTM
+without a mask runs its whole recurrence in ``recurrent_sequence.py`` instead of these
+per-step kernels.
 
 Gate activations handled: ``linear``, ``relu``, ``sigmoid``, ``tanh``; the usual pair
 (``tanh``, ``sigmoid``) has its own branch-free loop. Other names, and inputs the kernels

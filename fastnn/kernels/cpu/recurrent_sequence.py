@@ -220,7 +220,8 @@ def lstm_sequence_forward(
         return ref.lstm_sequence_forward(be, xz, U, hs, cs, gates, act_c,
                                          activation, recurrent_activation)
     hz = np.empty((N, G), dtype=dt)
-    _seq_forward[dt](xz, bp, hs, cs, gates, act_c, hz, nr, *codes, _threads(N))
+    threads = _threads(N)
+    _seq_forward.get(dt, threads > 1)(xz, bp, hs, cs, gates, act_c, hz, nr, *codes, threads)
     return hs
 
 
@@ -242,9 +243,11 @@ def lstm_sequence_backward(
     bp = _packed(Ut, dt, (G, H))
     if dseq is None:
         seq, mode = np.zeros((1, 1, 1), dtype=dt), 0
+    elif not isinstance(dseq, np.ndarray) or dseq.ndim != 3:
+        seq, mode = None, -1
     elif _c_array(dseq, dt, (T, N, H)):
         seq, mode = dseq, 1
-    elif isinstance(dseq, np.ndarray) and _c_array(dseq.transpose(1, 0, 2), dt, (N, T, H)):
+    elif _c_array(dseq.transpose(1, 0, 2), dt, (N, T, H)):
         seq, mode = dseq.transpose(1, 0, 2), 2  # the (N, T, H) batch-major original
     else:
         seq, mode = None, -1
@@ -259,6 +262,7 @@ def lstm_sequence_backward(
     )
     if not ok:
         return ref.lstm_sequence_backward(*fallback)
-    _seq_backward[dt](seq, mode, dh, dc, gates, cs, act_c, bp, dz, nr, *codes,
-                      _threads(N))
+    threads = _threads(N)
+    _seq_backward.get(dt, threads > 1)(seq, mode, dh, dc, gates, cs, act_c, bp, dz, nr,
+                                       *codes, threads)
     return dz

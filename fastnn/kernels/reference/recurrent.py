@@ -1,9 +1,11 @@
 """Reference ops of the recurrent layers: embedding scatter-add and the fused cell math.
 
 The layers do the matrix products themselves (one GEMM for the input projection of all
-timesteps, one GEMM per step for the recurrence, through BLAS/cuBLAS); the ops here are
-the elementwise gate math of one timestep, forward and backward, which the Numba and CUDA
-backends fuse into one kernel. Gate activations are named elementwise activations whose
+timesteps, one ``be.matmul`` per step for the recurrence); the cell ops here are the
+elementwise gate math of one timestep, forward and backward, which the Numba and CUDA
+backends fuse into one kernel. ``lstm_sequence_forward``/``_backward`` run the whole
+unmasked LSTM recurrence (per-step GEMM and cell) as one op: here a loop over the per-step
+ops, on numba one compiled loop. Gate activations are named elementwise activations whose
 backward needs only the output (``tanh``, ``sigmoid``, ``relu``, ``linear``).
 
 Gate layouts follow Keras: LSTM ``[i, f, c, o]`` along the last axis (``c`` is the
