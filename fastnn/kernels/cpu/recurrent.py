@@ -93,62 +93,67 @@ def _act_grad(code, y):
 # Each row is done in short loops over at most three arrays: one fused loop over seven
 # arrays needs more runtime alias checks than LLVM will emit and stays scalar (measured 4x
 # slower). The rows of one step (a few KiB) stay in L1 between the loops.
+@_helper
+def lstm_row_forward(x, r, g, cp, cn, ac, hn, act, ract):
+    """One sample's LSTM cell on row views (gates ``[i, f, g, o]``, callable from kernels):
+    ``g = act(x + r)``, ``cn = f * cp + i * g``, ``ac = act(cn)``, ``hn = o * ac``."""
+    H = cn.shape[0]
+    if act == _TANH and ract == _SIGMOID:
+        for k in range(2 * H):
+            g[k] = _sigmoid(x[k] + r[k])
+        for k in range(2 * H, 3 * H):
+            g[k] = _tanh(x[k] + r[k])
+        for k in range(3 * H, 4 * H):
+            g[k] = _sigmoid(x[k] + r[k])
+    else:
+        for k in range(2 * H):
+            g[k] = _act(ract, x[k] + r[k])
+        for k in range(2 * H, 3 * H):
+            g[k] = _act(act, x[k] + r[k])
+        for k in range(3 * H, 4 * H):
+            g[k] = _act(ract, x[k] + r[k])
+    for j in range(H):
+        cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j]
+    if act == _TANH:
+        for j in range(H):
+            ac[j] = _tanh(cn[j])
+    else:
+        for j in range(H):
+            ac[j] = _act(act, cn[j])
+    for j in range(H):
+        hn[j] = g[3 * H + j] * ac[j]
+
+
+@_helper
+def lstm_row_backward(dhn, dcn, g, cp, tc, d, dcp, act, ract):
+    """Backward of :func:`lstm_row_forward` for one sample (``dcp`` may be ``dcn``)."""
+    H = tc.shape[0]
+    for j in range(H):
+        i = g[j]
+        f = g[H + j]
+        gg = g[2 * H + j]
+        o = g[3 * H + j]
+        dhv = dhn[j]
+        dct = dhv * o * _act_grad(act, tc[j]) + dcn[j]
+        d[j] = dct * gg * _act_grad(ract, i)
+        d[H + j] = dct * cp[j] * _act_grad(ract, f)
+        d[2 * H + j] = dct * i * _act_grad(act, gg)
+        d[3 * H + j] = dhv * tc[j] * _act_grad(ract, o)
+        dcp[j] = dct * f
+
+
 def _lstm_forward_kernel(xz, hz, c_prev, gates, c, h, act_c, act, ract):
-    N, H = c.shape
-    standard = act == _TANH and ract == _SIGMOID
-    for n in prange(N):
+    for n in prange(c.shape[0]):
         old = ftz_enter()
-        g = gates[n]
-        x = xz[n]
-        r = hz[n]
-        if standard:
-            for k in range(2 * H):
-                g[k] = _sigmoid(x[k] + r[k])
-            for k in range(2 * H, 3 * H):
-                g[k] = _tanh(x[k] + r[k])
-            for k in range(3 * H, 4 * H):
-                g[k] = _sigmoid(x[k] + r[k])
-        else:
-            for k in range(2 * H):
-                g[k] = _act(ract, x[k] + r[k])
-            for k in range(2 * H, 3 * H):
-                g[k] = _act(act, x[k] + r[k])
-            for k in range(3 * H, 4 * H):
-                g[k] = _act(ract, x[k] + r[k])
-        cp = c_prev[n]
-        cn = c[n]
-        ac = act_c[n]
-        hn = h[n]
-        for j in range(H):
-            cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j]
-        if standard:
-            for j in range(H):
-                ac[j] = _tanh(cn[j])
-        else:
-            for j in range(H):
-                ac[j] = _act(act, cn[j])
-        for j in range(H):
-            hn[j] = g[3 * H + j] * ac[j]
+        lstm_row_forward(xz[n], hz[n], c_prev[n], gates[n], c[n], h[n], act_c[n], act, ract)
         ftz_exit(old)
 
 
 def _lstm_backward_kernel(dh, dc, gates, c_prev, act_c, dz, dc_prev, act, ract):
-    N, H = act_c.shape
-    for n in prange(N):
+    for n in prange(act_c.shape[0]):
         old = ftz_enter()
-        for j in range(H):
-            i = gates[n, j]
-            f = gates[n, H + j]
-            g = gates[n, 2 * H + j]
-            o = gates[n, 3 * H + j]
-            tc = act_c[n, j]
-            dhv = dh[n, j]
-            dct = dhv * o * _act_grad(act, tc) + dc[n, j]
-            dz[n, j] = dct * g * _act_grad(ract, i)
-            dz[n, H + j] = dct * c_prev[n, j] * _act_grad(ract, f)
-            dz[n, 2 * H + j] = dct * i * _act_grad(act, g)
-            dz[n, 3 * H + j] = dhv * tc * _act_grad(ract, o)
-            dc_prev[n, j] = dct * f
+        lstm_row_backward(dh[n], dc[n], gates[n], c_prev[n], act_c[n], dz[n], dc_prev[n],
+                          act, ract)
         ftz_exit(old)
 
 

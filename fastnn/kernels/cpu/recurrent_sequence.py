@@ -25,12 +25,10 @@ from numba import prange, types
 from fastnn.kernels.cpu import gemm as _gemm
 from fastnn.kernels.cpu.gemm import MR, gemm_block
 from fastnn.kernels.cpu.jit import LazyKernel, array
-from fastnn.kernels.cpu.recurrent import CODES, _act, _act_grad, _sigmoid, _tanh
+from fastnn.kernels.cpu.recurrent import CODES, lstm_row_backward, lstm_row_forward
 from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
 from fastnn.kernels.reference import recurrent as ref
 from fastnn.kernels.registry import override
-
-_SIGMOID, _TANH = CODES["sigmoid"], CODES["tanh"]
 
 
 @numba.njit(inline="always")
@@ -48,7 +46,6 @@ def _lstm_seq_forward_kernel(xz, bp, hs, cs, gates, act_c, hz, nr, act, ract, nt
     nb = (G + nr - 1) // nr
     hsf = hs.reshape(-1)
     hzf = hz.reshape(-1)
-    standard = act == _TANH and ract == _SIGMOID
     for t in prange(nthreads):
         old = ftz_enter()
         tile = np.empty(MR * nr, dtype=hz.dtype)
@@ -60,37 +57,8 @@ def _lstm_seq_forward_kernel(xz, bp, hs, cs, gates, act_c, hz, nr, act, ract, nt
             gemm_block(hsf, (s * N + n0) * H, H, 1, rows, bp, 0, H, G, nr, hzf, n0 * G, G, 0,
                        0, (rows + MR - 1) // MR, 0, nb, tile)
             for n in range(n0, n1):
-                x = xz[s, n]
-                r = hz[n]
-                g = gates[s, n]
-                if standard:
-                    for k in range(2 * H):
-                        g[k] = _sigmoid(x[k] + r[k])
-                    for k in range(2 * H, 3 * H):
-                        g[k] = _tanh(x[k] + r[k])
-                    for k in range(3 * H, 4 * H):
-                        g[k] = _sigmoid(x[k] + r[k])
-                else:
-                    for k in range(2 * H):
-                        g[k] = _act(ract, x[k] + r[k])
-                    for k in range(2 * H, 3 * H):
-                        g[k] = _act(act, x[k] + r[k])
-                    for k in range(3 * H, 4 * H):
-                        g[k] = _act(ract, x[k] + r[k])
-                cp = cs[s, n]
-                cn = cs[s + 1, n]
-                ac = act_c[s, n]
-                hn = hs[s + 1, n]
-                for j in range(H):
-                    cn[j] = g[H + j] * cp[j] + g[j] * g[2 * H + j]
-                if standard:
-                    for j in range(H):
-                        ac[j] = _tanh(cn[j])
-                else:
-                    for j in range(H):
-                        ac[j] = _act(act, cn[j])
-                for j in range(H):
-                    hn[j] = g[3 * H + j] * ac[j]
+                lstm_row_forward(xz[s, n], hz[n], cs[s, n], gates[s, n], cs[s + 1, n],
+                                 hs[s + 1, n], act_c[s, n], act, ract)
         ftz_exit(old)
 
 
@@ -115,30 +83,15 @@ def _lstm_seq_backward_kernel(seq, seq_mode, dh, dc, gates, cs, act_c, bp, dz, n
             if s < 0:
                 break
             for n in range(n0, n1):
-                g = gates[s, n]
-                d = dz[s, n]
-                tc = act_c[s, n]
-                cp = cs[s, n]
                 dhn = dh[n]
-                dcn = dc[n]
                 if seq_mode == 1:
                     for j in range(H):
                         dhn[j] += seq[s, n, j]
                 elif seq_mode == 2:
                     for j in range(H):
                         dhn[j] += seq[n, s, j]
-                for j in range(H):
-                    i = g[j]
-                    f = g[H + j]
-                    gg = g[2 * H + j]
-                    o = g[3 * H + j]
-                    dhv = dhn[j]
-                    dct = dhv * o * _act_grad(act, tc[j]) + dcn[j]
-                    d[j] = dct * gg * _act_grad(ract, i)
-                    d[H + j] = dct * cp[j] * _act_grad(ract, f)
-                    d[2 * H + j] = dct * i * _act_grad(act, gg)
-                    d[3 * H + j] = dhv * tc[j] * _act_grad(ract, o)
-                    dcn[j] = dct * f
+                lstm_row_backward(dhn, dc[n], gates[s, n], cs[s, n], act_c[s, n], dz[s, n],
+                                  dc[n], act, ract)
         ftz_exit(old)
 
 
