@@ -94,9 +94,10 @@ def _act_grad(code, y):
 # arrays needs more runtime alias checks than LLVM will emit and stays scalar (measured 4x
 # slower). The rows of one step (a few KiB) stay in L1 between the loops.
 @_helper
-def lstm_row_forward(x, r, g, cp, cn, ac, hn, act, ract):
-    """One sample's LSTM cell on row views (gates ``[i, f, g, o]``, callable from kernels):
-    ``g = act(x + r)``, ``cn = f * cp + i * g``, ``ac = act(cn)``, ``hn = o * ac``."""
+def lstm_row_forward(x, r, cp, g, cn, hn, ac, act, ract):
+    """One sample's LSTM cell on row views (gates ``[i, f, g, o]``, callable from kernels),
+    arguments in the order of ``lstm_cell_forward``: ``g = act(x + r)``,
+    ``cn = f * cp + i * g``, ``ac = act(cn)``, ``hn = o * ac``."""
     H = cn.shape[0]
     if act == _TANH and ract == _SIGMOID:
         for k in range(2 * H):
@@ -126,7 +127,8 @@ def lstm_row_forward(x, r, g, cp, cn, ac, hn, act, ract):
 
 @_helper
 def lstm_row_backward(dhn, dcn, g, cp, tc, d, dcp, act, ract):
-    """Backward of :func:`lstm_row_forward` for one sample (``dcp`` may be ``dcn``)."""
+    """Backward of :func:`lstm_row_forward` for one sample, arguments in the order of
+    ``lstm_cell_backward`` (``dcp`` may be ``dcn``)."""
     H = tc.shape[0]
     for j in range(H):
         i = g[j]
