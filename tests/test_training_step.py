@@ -224,10 +224,13 @@ def test_serial_kernels_pick_the_serial_build_and_nest():
 
     kernel = cpu_optimizers._sgd
     big = jit.BLOCK * 4
+    huge = jit.SERIAL_MODE_BLOCK + 1  # long enough to keep its threads in serial mode
+    assert big <= jit.SERIAL_MODE_BLOCK
     assert kernel.pick(np.float64, big) is kernel.get(np.float64, True)
     with jit.serial_kernels():
         with jit.serial_kernels():
             assert kernel.pick(np.float64, big) is kernel.get(np.float64, False)
+            assert kernel.pick(np.float64, huge) is kernel.get(np.float64, True)
         assert kernel.pick(np.float64, big) is kernel.get(np.float64, False)
     assert kernel.pick(np.float64, big) is kernel.get(np.float64, True)
 

@@ -83,6 +83,11 @@ CACHE_ENV_VAR = "FASTNN_NUMBA_CACHE"
 #: spinning BLAS pool) keep the cores busy, while 64 Ki items take 5-30 us on one core.
 BLOCK = 1 << 16
 
+#: Inside :class:`serial_kernels`, work above this many items still runs the parallel build:
+#: such a kernel (the optimizer pass over a model's parameters) lasts long enough that the
+#: wait at its join is small against the time the second thread saves.
+SERIAL_MODE_BLOCK = 1 << 19
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _cache_dir_memo: list[str | None] = []
 _memo_lock = threading.Lock()
@@ -311,9 +316,9 @@ class LazyKernel:
         return self.get(dtype, True)
 
     def pick(self, dtype: Any, work: int) -> Callable[..., Any]:
-        """The serial build when ``work`` (items the call touches) fits in one block, or
-        inside :func:`serial_kernels`; else the parallel one."""
-        return self.get(dtype, work > BLOCK and not _serial.depth)
+        """The serial build when ``work`` (items the call touches) fits in one block (inside
+        :func:`serial_kernels`, in :data:`SERIAL_MODE_BLOCK` items); else the parallel one."""
+        return self.get(dtype, work > (SERIAL_MODE_BLOCK if _serial.depth else BLOCK))
 
     def get(self, dtype: Any, parallel: bool = True) -> Callable[..., Any]:
         """The build for ``dtype``, parallel or serial, compiled on first use."""
@@ -357,14 +362,15 @@ _serial = _SerialState()
 
 
 class serial_kernels:  # noqa: N801  (used like a function: ``with serial_kernels():``)
-    """Context manager: kernels called from this Python thread run their serial builds.
+    """Context manager: kernels called from this Python thread run their serial builds, but
+    for work of more than :data:`SERIAL_MODE_BLOCK` items.
 
     Used by ``Sequential`` around its training steps (with NumPy's BLAS held to one thread,
     see ``Sequential._step_threads``): a step is a chain of short kernels, and each parallel
     region ends in a join that waits for its slowest thread, which on a shared machine (or
-    next to BLAS's spinning pool) can be descheduled for a whole time slice. The backend's
-    GEMM (``gemm.py``) keeps its threads: its regions are long. Nestable; the kernels'
-    results do not depend on it.
+    next to BLAS's spinning pool) can be descheduled for a whole time slice. Long kernels
+    (the optimizer's pass over all parameters) and the backend's GEMM (``gemm.py``) keep
+    their threads. Nestable; the kernels' results do not depend on it.
     """
 
     def __enter__(self) -> serial_kernels:
