@@ -56,8 +56,8 @@ MC_TILES = 16
 #: always. Set to 0 to always pack (the tests run both).
 UNPACKED_MAX_ROWS = 1 << 30
 
-#: Products smaller than this many multiply-adds go to BLAS: the thread launch and the
-#: packing cost more than they save.
+#: Products smaller than this many multiply-adds go to BLAS: the packing and the call
+#: overhead cost more than the faster kernel saves.
 MIN_WORK = 1 << 16
 
 #: Products of fewer multiply-adds run on the calling thread (about 40 us of work on one
