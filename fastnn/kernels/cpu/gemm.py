@@ -50,11 +50,12 @@ KC = 512
 MC_TILES = 16
 
 #: A row-major ``b`` whose width is a multiple of the panel width is read in place (not
-#: packed) when ``a`` has fewer rows than this. Measured (AMD EPYC, float32): in place ran
-#: as fast or faster for every shape of the MLP and LSTM benchmarks (TN 128x1600x1024: 350
-#: against 115-330 GFLOP/s packed, the copy of b costing up to a third); so by default
-#: always. Set to 0 to always pack (the tests run both).
-UNPACKED_MAX_ROWS = 1 << 30
+#: packed) when ``a`` has fewer rows than this. Measured (AMD EPYC, float32, best of 40): in
+#: place wins where few rows share the copy (NN 128x784x512: 450-479 against 267-392
+#: GFLOP/s packed), packing where many do and the packed panel stays in L1 (NN
+#: 1600x128x1024, the LSTM's input projection: 450-485 against 375-386); at 1024 rows they
+#: tie. Set to 0 to always pack (the tests run both).
+UNPACKED_MAX_ROWS = 1024
 
 #: Products smaller than this many multiply-adds go to BLAS: the packing and the call
 #: overhead cost more than the faster kernel saves.
