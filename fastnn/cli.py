@@ -393,17 +393,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 # -- fastnn info ----------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _blas_info() -> tuple[str, str]:
     """(BLAS in use, its thread count) from threadpoolctl, else NumPy's build config."""
     try:
@@ -467,9 +456,11 @@ def _one_line(text: str) -> str:
 
 def _numba_gemm() -> str:
     """The numba backend's own GEMM: tile shape and the CPU LLVM compiles it for."""
-    reason = _numba_unavailable()
+    from fastnn.backends import unavailable_reason
+
+    reason = unavailable_reason("numba")
     if reason is not None:
-        return f"n/a ({reason})"
+        return f"n/a ({_one_line(reason)})"
     from llvmlite import binding
 
     from fastnn.kernels.cpu import gemm
@@ -478,23 +469,17 @@ def _numba_gemm() -> str:
             f"compiled for {binding.get_host_cpu_name()}")
 
 
-def _numba_unavailable() -> str | None:
-    from fastnn.backends import unavailable_reason
-
-    reason = unavailable_reason("numba")
-    return None if reason is None else _one_line(reason)
-
-
 def run_info(args: argparse.Namespace) -> int:
     """``fastnn info``: version, backends, threads, BLAS and GPU of this machine."""
     from fastnn.backends import NAMES, current_backend_name, get_backend, unavailable_reason
+    from fastnn.bench.env import cpu_model
 
     rows: list[tuple[str, str]] = [
         ("fastnn", f"{__version__} (distribution fastnn-dl)"),
         ("python", f"{platform.python_version()} ({sys.executable})"),
         ("numpy", np.__version__),
         ("platform", platform.platform()),
-        ("cpu", f"{_cpu_model()}, {os.cpu_count()} logical CPUs"),
+        ("cpu", f"{cpu_model()}, {os.cpu_count()} logical CPUs"),
     ]
     cupy_device = None
     for name in NAMES:

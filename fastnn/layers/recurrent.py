@@ -142,27 +142,26 @@ class LSTM(RNNBase):
         Ut = be.prepare_rhs(self.params["U"].T)  # packed once, used T times
         dz = self.buffer("dz", (T, N, 4 * H))
         dh, dc = dfinal  # fresh arrays, ours to overwrite
-        dU = self.grads["U"]
         if self._mask is None:  # the whole recurrence in one op (one compiled loop on numba)
             be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c, Ut, dz,
                                       self.activation, self.recurrent_activation)
-            be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=dU)
-            return dz, [dh, dc]
-        gbuf = self.buffer("g", (N, H))
-        dhbuf = self.buffer("dh", (N, H))
-        for s in range(T - 1, -1, -1):
-            g = self._step_grad(s, dh, dseq, gbuf)
-            carried = self._split_masked(s, [g, dc])
-            be.lstm_cell_backward(
-                g, dc, gates[s], cs[s], act_c[s], dz[s], dc,
-                self.activation, self.recurrent_activation,
-            )
-            dh = be.matmul(dz[s], Ut, out=dhbuf)
-            if carried is not None:
-                dh += carried[0]
-                dc += carried[1]
-        be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=dU)
-        return dz, [dh.copy(), dc]
+        else:
+            gbuf = self.buffer("g", (N, H))
+            dhbuf = self.buffer("dh", (N, H))
+            for s in range(T - 1, -1, -1):
+                g = self._step_grad(s, dh, dseq, gbuf)
+                carried = self._split_masked(s, [g, dc])
+                be.lstm_cell_backward(
+                    g, dc, gates[s], cs[s], act_c[s], dz[s], dc,
+                    self.activation, self.recurrent_activation,
+                )
+                dh = be.matmul(dz[s], Ut, out=dhbuf)
+                if carried is not None:
+                    dh += carried[0]
+                    dc += carried[1]
+            dh = dh.copy()  # dhbuf is the layer's buffer
+        be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=self.grads["U"])
+        return dz, [dh, dc]
 
 
 class GRU(RNNBase):

@@ -25,7 +25,13 @@ from numba import prange, types
 from fastnn.kernels.cpu import gemm as _gemm
 from fastnn.kernels.cpu.gemm import MR, gemm_block
 from fastnn.kernels.cpu.jit import LazyKernel, array
-from fastnn.kernels.cpu.recurrent import CODES, lstm_row_backward, lstm_row_forward
+from fastnn.kernels.cpu.recurrent import (
+    _codes,
+    _kernel_ready,
+    _no_partial_overlap,
+    lstm_row_backward,
+    lstm_row_forward,
+)
 from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
 from fastnn.kernels.reference import recurrent as ref
 from fastnn.kernels.registry import override
@@ -111,25 +117,6 @@ _seq_forward = LazyKernel(_lstm_seq_forward_kernel, _forward_sig)
 _seq_backward = LazyKernel(_lstm_seq_backward_kernel, _backward_sig)
 
 
-def _codes(activation: str, recurrent_activation: str) -> tuple[int, int] | None:
-    act = CODES.get(activation)
-    ract = CODES.get(recurrent_activation)
-    return None if act is None or ract is None else (act, ract)
-
-
-def _c_array(a, dtype, shape) -> bool:
-    return (isinstance(a, np.ndarray) and a.dtype == dtype and a.shape == shape
-            and a.flags.c_contiguous and a.flags.aligned)
-
-
-def _writable(*arrays) -> bool:
-    return all(a.flags.writeable for a in arrays)
-
-
-def _disjoint(outputs, inputs) -> bool:
-    return not any(np.may_share_memory(o, x) for o in outputs for x in inputs if x is not o)
-
-
 def _packed(P, dtype, shape):
     """The packed data of ``P`` (``prepare_rhs`` of a matrix, or the matrix itself, packed
     here) when it has this dtype and shape, else None."""
@@ -164,10 +151,10 @@ def lstm_sequence_forward(
     bp = _packed(U, dt, (H, G))
     ok = (
         bp is not None and G == 4 * H and N > 0 and T > 0
-        and _c_array(xz, dt, (T, N, G)) and _c_array(hs, dt, (T + 1, N, H))
-        and _c_array(cs, dt, (T + 1, N, H)) and _c_array(gates, dt, (T, N, G))
-        and _c_array(act_c, dt, (T, N, H)) and _writable(hs, cs, gates, act_c)
-        and _disjoint([hs, cs, gates, act_c], [xz, hs, cs, gates, act_c])
+        and _kernel_ready(xz, dt, (T, N, G)) and _kernel_ready(hs, dt, (T + 1, N, H))
+        and _kernel_ready(cs, dt, (T + 1, N, H)) and _kernel_ready(gates, dt, (T, N, G))
+        and _kernel_ready(act_c, dt, (T, N, H))
+        and _no_partial_overlap([hs, cs, gates, act_c], [xz, hs, cs, gates, act_c])
     )
     if not ok:
         return ref.lstm_sequence_forward(be, xz, U, hs, cs, gates, act_c,
@@ -198,20 +185,18 @@ def lstm_sequence_backward(
         seq, mode = np.zeros((1, 1, 1), dtype=dt), 0
     elif not isinstance(dseq, np.ndarray) or dseq.ndim != 3:
         seq, mode = None, -1
-    elif _c_array(dseq, dt, (T, N, H)):
+    elif _kernel_ready(dseq, dt, (T, N, H)):
         seq, mode = dseq, 1
-    elif _c_array(dseq.transpose(1, 0, 2), dt, (N, T, H)):
+    elif _kernel_ready(dseq.transpose(1, 0, 2), dt, (N, T, H)):
         seq, mode = dseq.transpose(1, 0, 2), 2  # the (N, T, H) batch-major original
     else:
         seq, mode = None, -1
     ok = (
         bp is not None and mode >= 0 and N > 0 and T > 0
-        and _c_array(dh, dt, (N, H)) and _c_array(dc, dt, (N, H))
-        and _c_array(gates, dt, (T, N, G)) and _c_array(cs, dt, (T + 1, N, H))
-        and _c_array(act_c, dt, (T, N, H)) and _c_array(dz, dt, (T, N, G))
-        and _writable(dh, dc, dz)
-        and _disjoint([dh, dc, dz], [seq, dh, dc, gates, cs, act_c, dz])
-        and not np.may_share_memory(dh, dc)
+        and _kernel_ready(dh, dt, (N, H)) and _kernel_ready(dc, dt, (N, H))
+        and _kernel_ready(gates, dt, (T, N, G)) and _kernel_ready(cs, dt, (T + 1, N, H))
+        and _kernel_ready(act_c, dt, (T, N, H)) and _kernel_ready(dz, dt, (T, N, G))
+        and _no_partial_overlap([dh, dc, dz], [seq, dh, dc, gates, cs, act_c, dz])
     )
     if not ok:
         return ref.lstm_sequence_backward(*fallback)
