@@ -83,6 +83,9 @@ class Sequential:
         self.epochs_completed = 0
         self._pending_epoch: tuple[int, dict] | None = None  # (epoch, logs) during on_epoch_end
         self._flat: _FlatStorage | None = None  # trainable parameters in one buffer
+        #: Whether training steps may update Dense weights inside the backward pass where
+        #: the optimizer has a fused op for it (same result; see :meth:`_backward_and_update`).
+        self.fuse_updates = True
         for layer in layers or []:
             self.add(layer)
 
@@ -644,11 +647,7 @@ class Sequential:
                 if not self._handle_divergence(xb, epoch, step, loss, m, cb):
                     self._raise_divergence(xb, epoch, step, loss)
                 break
-            dout = loss_obj.backward()
-            self._backward_from_loss(dout)
-            self._add_regularization_grads()
-            self._distribution.reduce_gradients(self)  # distributed: global-batch gradients
-            self._apply_gradients()
+            self._backward_and_update(loss_obj.backward())
             self._last_step = (epoch, step)
             totals["loss"] += loss * m
             batch_logs = {"loss": loss, "size": m}
@@ -692,6 +691,46 @@ class Sequential:
         stack.enter_context(limit_blas_threads(1))
         stack.enter_context(serial_kernels())
         return stack
+
+    def _backward_and_update(self, dout: Any) -> None:
+        """Backward pass from the loss gradient ``dout``, then the optimizer step.
+
+        Where nothing has to see the complete gradients before the update (no regularizer,
+        no gradient clipping, no all-reduce) and the optimizer has a fused op on this backend,
+        the top-level Dense layers update their weights during the backward pass, in the
+        pass that computes their gradients (:mod:`fastnn.optimizers.fused_step`), and the
+        remaining parameters are updated after it. The gradients and the update are the same
+        either way; at batch size 1 this saves a pass over every weight.
+        """
+        step = self._begin_fused_step()
+        if step is None:
+            self._backward_from_loss(dout)
+            self._add_regularization_grads()
+            self._distribution.reduce_gradients(self)  # distributed: global-batch gradients
+            self._apply_gradients()
+            return
+        dense = [layer for layer in self.layers if isinstance(layer, Dense) and layer.trainable]
+        for layer in dense:
+            layer.fused_step = step
+        try:
+            self._backward_from_loss(dout)
+        finally:
+            for layer in dense:
+                layer.fused_step = None
+        step.finish()
+
+    def _begin_fused_step(self) -> Any:
+        """A FusedStep for this training step, or None when the step must not be fused."""
+        if (
+            not self.fuse_updates
+            or self._distribution is not NO_DISTRIBUTION
+            or self._regularization_present()
+        ):
+            return None
+        flat = self._flat_storage()
+        if flat is None:
+            return None
+        return self.optimizer.begin_fused_step(flat.params, flat.layout)
 
     def _apply_gradients(self) -> None:
         """Let the optimizer apply the gradients, which must be complete (the one point
@@ -874,9 +913,7 @@ class Sequential:
             raise DivergenceError(
                 self.divergence_message(xb, self.epochs_completed, 0, loss)
             )
-        self._backward_from_loss(loss_obj.backward())
-        self._add_regularization_grads()
-        self._apply_gradients()
+        self._backward_and_update(loss_obj.backward())
         return loss
 
     # -- evaluation / prediction --------------------------------------------------------

@@ -506,6 +506,25 @@ def _sgd_update(c: OpCheck) -> None:
                        what=f"{config} {shape} step {step}", **config)
 
 
+@case("linear_backward_sgd")
+def _linear_backward_sgd(c: OpCheck) -> None:
+    # (N, D_in, D_out): 64 columns and up to 4 rows take Numba's fused kernel; 4 columns
+    # and 6 rows its unfused fallback.
+    for n, d_in, d_out in [(1, 9, 64), (3, 5, 80), (1, 7, 4), (6, 5, 64)]:
+        for config in SGD_CONFIGS:
+            s = c.session(W=c.data(d_in, d_out), buf=c.empty(d_in, d_out),
+                          tmp=c.empty(d_in, d_out))
+            for step in range(STEPS):
+                need_dx = step != 1
+                buf = State("buf") if config.get("momentum") else None
+                dx = c.empty(n, d_in) if step == 2 else None
+                s.call("linear_backward_sgd", dz=c.data(n, d_out), x=c.data(n, d_in),
+                       W=State("W"), dW=c.empty(d_in, d_out), buf=buf,
+                       tmp=State("tmp") if step % 2 else None, dx=dx, need_dx=need_dx,
+                       first_step=step == 0, const={"dz", "x"}, skip=("tmp",),
+                       what=f"N={n} {d_in}x{d_out} {config} step {step}", **config)
+
+
 ADAM_CONFIGS = [
     {},
     {"lr": 0.01, "weight_decay": 0.1},

@@ -54,6 +54,9 @@ class Dense(Layer):
         # Set by a model that fuses a final softmax into softmax-cross-entropy: forward
         # then returns the logits and backward treats the activation as linear.
         self.emit_logits = False
+        # Set by a model for one training step that updates the weight during the backward
+        # pass (a FusedStep, see fastnn.optimizers.fused_step); None otherwise.
+        self.fused_step = None
         self._x = None  # (N, in) input, 2-D view
         self._z = None  # (N, units) pre-activation, kept only when the backward needs it
         self._y = None  # (N, units) output
@@ -150,15 +153,13 @@ class Dense(Layer):
             dz = be.bias_activation_backward(
                 act, dy, self._z, self._y, dz=self.buffer("dz", dy.shape), db=db
             )
-        dx = be.linear_backward(
-            dz,
-            self._x,
-            self.params["W"],
-            dW=self.grads["W"],
-            db=None,
-            dx=self.buffer("dx", self._x.shape) if self.need_input_grad else None,
-            need_dx=self.need_input_grad,
-        )
+        dx_buf = self.buffer("dx", self._x.shape) if self.need_input_grad else None
+        if self.fused_step is not None:
+            dx = self.fused_step.linear_backward(dz, self._x, self.params["W"],
+                                                 self.grads["W"], dx_buf, self.need_input_grad)
+        else:
+            dx = be.linear_backward(dz, self._x, self.params["W"], dW=self.grads["W"], db=None,
+                                    dx=dx_buf, need_dx=self.need_input_grad)
         if dx is None:
             return None
         return dx if len(self._in_shape) == 2 else dx.reshape(self._in_shape)

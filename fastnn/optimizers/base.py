@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fastnn.backends import Backend, get_backend
+from fastnn.optimizers.fused_step import FusedStep
 
 ParamSet = Mapping[str, Any] | Sequence[Any]
 LearningRate = float | Callable[[int], float]
@@ -79,6 +80,10 @@ class Optimizer:
     #: Whether the update rule is elementwise (so one call over a flat buffer of all
     #: parameters equals one call per parameter): :meth:`update_flat` relies on it.
     elementwise: bool = True
+
+    #: The backend op that fuses a Dense layer's weight gradient with this rule's update of
+    #: the weight (None: the rule has none; see :meth:`begin_fused_step`).
+    fused_linear_op: str | None = None
 
     def __init__(
         self,
@@ -196,6 +201,37 @@ class Optimizer:
         grad = self._clipped(flat_grad, global_scale)
         tmp = self.scratch(flat_param, 0) if self._uses_reference_ops() else None
         self.update_one(flat_param, grad, slots, lr, tmp)
+
+    def begin_fused_step(
+        self, flat_param: Any, layout: Sequence[tuple[Any, Any, Any]]
+    ) -> FusedStep | None:
+        """Start a step whose updates layers apply during the backward pass (see
+        :mod:`fastnn.optimizers.fused_step`), or None where this optimizer has no fused op on
+        its backend, or clips gradients (clipping needs every gradient first).
+
+        Takes the arguments of :meth:`update_flat` and, like it, advances the step counter;
+        the caller must then run the backward pass and :meth:`FusedStep.finish`.
+        """
+        op = self.fused_linear_op
+        if (
+            op is None
+            or not self.elementwise
+            or self.clipnorm is not None
+            or self.clipvalue is not None
+            or self.global_clipnorm is not None
+            or self.backend.op_sources.get(op, "reference") == "reference"
+        ):
+            return None
+        self._flat_slots_for(flat_param, layout)
+        lr = self.current_learning_rate()
+        self.iterations += 1
+        return FusedStep(self, lr, layout)
+
+    def fused_linear_backward(self, dz: Any, x: Any, W: Any, dW: Any, dx: Any, need_dx: bool,
+                              slots: dict[str, Any], lr: float) -> Any:
+        """A Dense layer's weight backward fused with this rule's update of ``W`` (the op
+        :attr:`fused_linear_op`); subclasses that name one implement it."""
+        raise NotImplementedError  # pragma: no cover
 
     def _flat_slots_for(self, flat_param: Any, layout: Sequence[tuple[Any, Any, Any]]) -> dict:
         """Flat state buffers for ``flat_param``, with ``slots[key]`` their views (kept when

@@ -28,6 +28,7 @@ class SGD(Optimizer):
     """
 
     ops = ("sgd_update",)
+    fused_linear_op = "linear_backward_sgd"
 
     def __init__(
         self,
@@ -71,6 +72,26 @@ class SGD(Optimizer):
             grad,
             buf=slots.get("momentum"),
             tmp=tmp,
+            lr=lr,
+            momentum=self.momentum,
+            dampening=self.dampening,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+            first_step=self.iterations == 1,
+        )
+
+    def fused_linear_backward(self, dz, x, W, dW, dx, need_dx, slots, lr):
+        """A Dense layer's weight backward and SGD step on ``W`` in one op."""
+        tmp = self.scratch(W, 0) if self._uses_reference_ops() else None
+        return self.backend.linear_backward_sgd(
+            dz,
+            x,
+            W,
+            dW,
+            buf=slots.get("momentum"),
+            tmp=tmp,
+            dx=dx,
+            need_dx=need_dx,
             lr=lr,
             momentum=self.momentum,
             dampening=self.dampening,

@@ -13,6 +13,7 @@ from fastnn.kernels.cpu import (  # noqa: F401
     activations_extra,  # noqa: F401  (leaky_relu, elu, gelu, ... kernels)
     conv,  # noqa: F401
     dense,  # noqa: F401  (linear_backward at batch size 1)
+    fused_update,  # noqa: F401  (a Dense layer's backward and SGD step in one pass)
     losses,
     optimizers,
     optimizers_extra,  # noqa: F401

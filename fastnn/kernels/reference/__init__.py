@@ -7,6 +7,7 @@ from fastnn.kernels.reference import (  # noqa: F401
     activations,
     conv,  # noqa: F401
     dense,
+    fused_update,  # noqa: F401
     losses,
     normalization,  # noqa: F401
     optimizers,
