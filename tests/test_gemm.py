@@ -83,6 +83,29 @@ def test_every_path_for_b_gives_the_same_bits(G, dtype, n, monkeypatch):
         np.testing.assert_array_equal(y, outs[0])
 
 
+@pytest.mark.parametrize(("m", "n", "dtype", "packs"), [
+    (40, 1024, np.float32, False),  # few rows: read in place
+    (80, 1024, np.float32, True),  # rows a page apart, many rows: packed
+    (80, 512, np.float32, False),  # rows 2 KiB apart: read in place
+    (80, 512, np.float64, True),
+])
+def test_wide_row_major_b_is_packed_for_many_rows(G, m, n, dtype, packs, monkeypatch):
+    """A row-major b whose rows lie a page or more apart is packed once a has
+    UNPACKED_WIDE_MAX_ROWS rows (each step down a panel would touch a new page); either
+    way the sums are the same bits."""
+    rng = np.random.default_rng(2)
+    a, b = _operands(rng, m, 96, n, dtype, "C", "C")
+    calls = []
+    original = G.pack
+    monkeypatch.setattr(G, "pack", lambda src, out=None: calls.append(1) or original(src, out))
+    out = np.empty((m, n), dtype)
+    assert G.gemm(a, b, out)
+    assert bool(calls) == packs
+    want = np.empty_like(out)
+    assert G.gemm(a, original(b), want)
+    np.testing.assert_array_equal(out, want)
+
+
 def test_result_does_not_depend_on_the_thread_count(G):
     """Each element is summed by one thread in one order: 1 or 2 threads, same bits."""
     import numba

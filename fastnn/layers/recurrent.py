@@ -66,7 +66,7 @@ class SimpleRNN(RNNBase):
             dh = be.matmul(da[s], Ut, out=dhbuf)
             if carried is not None:
                 dh += carried[0]
-        be.matmul(hs[:T].reshape(T * N, H).T, da.reshape(T * N, H), out=self.grads["U"])
+        self._recurrent_weight_grad(hs, da)
         return da, [dh.copy()]
 
 
@@ -160,7 +160,7 @@ class LSTM(RNNBase):
                     dh += carried[0]
                     dc += carried[1]
             dh = dh.copy()  # dhbuf is the layer's buffer
-        be.matmul(hs[:T].reshape(T * N, H).T, dz.reshape(T * N, 4 * H), out=self.grads["U"])
+        self._recurrent_weight_grad(hs, dz)
         return dz, [dh, dc]
 
 

@@ -100,6 +100,9 @@ class RNNBase(Layer):
         self.carried_states: list[Any] | None = None  # (N, H) states kept when stateful
         self.initial_state_grads: list[Any] | None = None  # dL/d(initial states), set by backward
         self._xt = None  # (T, N, D) time-major (reversed if go_backwards) input
+        # dL/dxz prepared as a right-hand side (prepare_rhs) by _recurrence_backward for its
+        # recurrent-weight gradient, reused for the input-weight gradient; None otherwise.
+        self._dxz_rhs = None
         self._mask = None  # (T, N, 1) time-major mask as 0/1 floats, or None
         self._seq_shape = None  # (N, T, D) of the last input
         self._out_shapes: tuple[tuple[int, ...], ...] | None = None
@@ -355,11 +358,15 @@ class RNNBase(Layer):
         dxz, dstates0 = self._recurrence_backward(dseq, dfinal)
         self.initial_state_grads = dstates0
         dxz2 = dxz.reshape(T * N, self.gates * H)
-        dx = be.linear_backward(
-            dxz2, self._xt.reshape(T * N, D), self.params["W"], dW=self.grads["W"],
-            db=None, dx=self.buffer("dxt", (T * N, D)) if self.need_input_grad else None,
-            need_dx=self.need_input_grad,
-        )
+        x2 = self._xt.reshape(T * N, D)
+        dx_buf = self.buffer("dxt", (T * N, D)) if self.need_input_grad else None
+        rhs, self._dxz_rhs = self._dxz_rhs, None
+        if rhs is not None:  # dxz is already packed: dW = x.T @ dxz needs no second packing
+            be.matmul(x2.T, rhs, out=self.grads["W"])
+            dx = be.matmul(dxz2, self.params["W"].T, out=dx_buf) if dx_buf is not None else None
+        else:
+            dx = be.linear_backward(dxz2, x2, self.params["W"], dW=self.grads["W"], db=None,
+                                    dx=dx_buf, need_dx=self.need_input_grad)
         self._input_bias_grad(dxz2)
         if dx is None:
             return None
@@ -375,6 +382,18 @@ class RNNBase(Layer):
         db = self.grads.get("b")
         if db is not None:
             self.backend.xp.sum(dxz2, axis=0, out=db)
+
+    def _recurrent_weight_grad(self, hs: Any, dxz: Any) -> None:
+        """``grads["U"] = hs[:T].T @ dxz`` over all steps (SimpleRNN and LSTM, whose
+        recurrent product shares dL/dxz with the input weight's): ``dxz`` is prepared once as
+        a right-hand side, and the input-weight gradient of :meth:`backward` reuses it."""
+        be = self.backend
+        T, N, G = dxz.shape
+        H = hs.shape[2]
+        dxz2 = dxz.reshape(T * N, G)
+        rhs = be.prepare_rhs(dxz2)
+        be.matmul(hs[:T].reshape(T * N, H).T, rhs, out=self.grads["U"])
+        self._dxz_rhs = None if rhs is dxz2 else rhs
 
     def _step_grad(self, s: int, dstate: Any, dseq: Any, out: Any) -> Any:
         """The gradient reaching the hidden state of step ``s`` (carried plus the output's),
