@@ -691,16 +691,19 @@ def _lstm_sequence(c: OpCheck) -> None:
             hs[0], cs[0] = c.data(n, h), c.data(n, h)
             s = c.session(hs=hs, cs=cs, gates=c.empty(t, n, 4 * h), act_c=c.empty(t, n, h),
                           dz=c.empty(t, n, 4 * h))
-            s.call("lstm_sequence_forward", xz=c.data(t, n, 4 * h), U=c.data(h, 4 * h, scale=0.3),
-                   hs=State("hs"), cs=State("cs"), gates=State("gates"), act_c=State("act_c"),
-                   const={"xz", "U"}, what=f"T={t} N={n} H={h} {act}/{rec}", **names)
-            for dseq in (c.data(t, n, h), None):
+            for b in (None, c.data(4 * h)):
+                s.call("lstm_sequence_forward", xz=c.data(t, n, 4 * h),
+                       U=c.data(h, 4 * h, scale=0.3), hs=State("hs"), cs=State("cs"),
+                       gates=State("gates"), act_c=State("act_c"), b=b, const={"xz", "U", "b"},
+                       what=f"T={t} N={n} H={h} {act}/{rec} bias={b is not None}", **names)
+            for dseq, db in ((c.data(t, n, h), None), (None, c.empty(4 * h)),
+                             (c.data(t, n, h), c.empty(4 * h))):
                 s.call("lstm_sequence_backward", dseq=dseq, dh=c.data(n, h), dc=c.data(n, h),
                        gates=State("gates"), cs=State("cs"), act_c=State("act_c"),
-                       Ut=c.data(4 * h, h, scale=0.3), dz=State("dz"),
+                       Ut=c.data(4 * h, h, scale=0.3), dz=State("dz"), db=db,
                        const={"dseq", "gates", "cs", "act_c", "Ut"},
-                       what=f"T={t} N={n} H={h} {act}/{rec} dseq={dseq is not None}",
-                       **names)
+                       what=f"T={t} N={n} H={h} {act}/{rec} dseq={dseq is not None} "
+                            f"db={db is not None}", **names)
 
 
 @case("gru_cell_forward", "gru_cell_backward")

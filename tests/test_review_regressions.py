@@ -298,6 +298,45 @@ def test_numba_lstm_sequence_ops_match_numpy_with_the_batch_split(dtype, strided
         assert_close(a, b, dtype, f"initial state gradient {k}")
 
 
+def test_numba_lstm_sequence_bias_gradient_does_not_depend_on_the_thread_count():
+    """lstm_sequence_backward sums the bias gradient inside its threads, one partial sum
+    per 8-row tile added in tile order: 1 or 2 threads give the same bits (and the
+    forward with its in-kernel bias too)."""
+    reason = unavailable_reason("numba")
+    if reason is not None:
+        pytest.skip(reason)
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread on this machine: nothing to compare")
+    be = fastnn.get_backend("numba")
+    t, n, h = 5, 27, 32
+    rng = np.random.default_rng(12)
+    xz = rng.standard_normal((t, n, 4 * h)).astype(np.float32)
+    U = (rng.standard_normal((h, 4 * h)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(4 * h).astype(np.float32)
+    dseq = rng.standard_normal((t, n, h)).astype(np.float32)
+    results = []
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            hs = np.zeros((t + 1, n, h), np.float32)
+            cs = np.zeros((t + 1, n, h), np.float32)
+            gates = np.empty((t, n, 4 * h), np.float32)
+            act_c = np.empty((t, n, h), np.float32)
+            be.lstm_sequence_forward(xz, U, hs, cs, gates, act_c, b=b)
+            dh, dc = np.ones((n, h), np.float32), np.zeros((n, h), np.float32)
+            dz, db = np.empty((t, n, 4 * h), np.float32), np.empty(4 * h, np.float32)
+            be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c,
+                                      np.ascontiguousarray(U.T), dz, db=db)
+            results.append((hs, cs, dz, db, dh, dc))
+    finally:
+        numba.set_num_threads(old)
+    for a, c in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, c)
+
+
 def test_numba_training_steps_hold_blas_to_one_thread_and_restore_it():
     """On numba, fit runs its steps with NumPy's OpenBLAS held to one thread and the
     elementwise kernels serial (Sequential._step_threads), and restores both afterwards."""

@@ -108,6 +108,11 @@ class LSTM(RNNBase):
         if self.unit_forget_bias:
             b[self.units:2 * self.units] = 1
 
+    def _bias_in_recurrence(self) -> bool:
+        """Unmasked sequences run as one op, which adds the bias (and sums its gradient)
+        while each row is in cache, saving two passes over (T, N, 4H)."""
+        return self._mask is None
+
     def _recurrence(self, xz, states0):
         be = self.backend
         T, N, _ = xz.shape
@@ -121,7 +126,8 @@ class LSTM(RNNBase):
         cs[0] = states0[1]
         if self._mask is None:  # the whole recurrence in one op (one compiled loop on numba)
             be.lstm_sequence_forward(xz, U, hs, cs, gates, act_c,
-                                     self.activation, self.recurrent_activation)
+                                     self.activation, self.recurrent_activation,
+                                     b=self.params.get("b"))
         else:
             hz = self.buffer("hz", (N, 4 * H))
             for s in range(T):
@@ -144,7 +150,8 @@ class LSTM(RNNBase):
         dh, dc = dfinal  # fresh arrays, ours to overwrite
         if self._mask is None:  # the whole recurrence in one op (one compiled loop on numba)
             be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c, Ut, dz,
-                                      self.activation, self.recurrent_activation)
+                                      self.activation, self.recurrent_activation,
+                                      db=self.grads.get("b"))
         else:
             gbuf = self.buffer("g", (N, H))
             dhbuf = self.buffer("dh", (N, H))

@@ -244,8 +244,9 @@ class RNNBase(Layer):
         self._seq_shape = (N, T, D)
         self._mask = self._time_major_mask(mask, N, T)
         states0 = self._initial_states(N, initial_state)
+        bias = None if self._bias_in_recurrence() else self.input_bias()
         xz = be.linear(
-            xt.reshape(T * N, D), self.params["W"], self.input_bias(),
+            xt.reshape(T * N, D), self.params["W"], bias,
             out=self.buffer("xz", (T * N, self.gates * H)),
         ).reshape(T, N, self.gates * H)
         hs = self._recurrence(xz, states0)
@@ -274,6 +275,12 @@ class RNNBase(Layer):
         if mask is None or not self.return_sequences:
             return None
         return mask[:, ::-1] if self.go_backwards else mask
+
+    def _bias_in_recurrence(self) -> bool:
+        """Whether :meth:`_recurrence` adds the input bias itself (and
+        :meth:`_recurrence_backward` writes its gradient), so that the input projection and
+        the backward pass leave it out."""
+        return False
 
     def input_bias(self) -> Any:
         """The bias added in the input projection (None without a bias)."""
@@ -367,7 +374,8 @@ class RNNBase(Layer):
         else:
             dx = be.linear_backward(dxz2, x2, self.params["W"], dW=self.grads["W"], db=None,
                                     dx=dx_buf, need_dx=self.need_input_grad)
-        self._input_bias_grad(dxz2)
+        if not self._bias_in_recurrence():
+            self._input_bias_grad(dxz2)
         if dx is None:
             return None
         dxt = dx.reshape(T, N, D)

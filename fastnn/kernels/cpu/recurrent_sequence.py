@@ -46,7 +46,8 @@ def _row_range(t, nthreads, N):  # pragma: no cover  (compiled)
     return n0, n1
 
 
-def _lstm_seq_forward_kernel(xz, bp, hs, cs, gates, act_c, hz, nr, act, ract, nthreads):
+def _lstm_seq_forward_kernel(xz, bp, hs, cs, gates, act_c, hz, bias, has_bias, nr, act, ract,
+                             nthreads):
     T, N, G = xz.shape
     H = G // 4
     nb = (G + nr - 1) // nr
@@ -63,13 +64,17 @@ def _lstm_seq_forward_kernel(xz, bp, hs, cs, gates, act_c, hz, nr, act, ract, nt
             gemm_block(hsf, (s * N + n0) * H, H, 1, rows, bp, 0, H, G, nr, hzf, n0 * G, G, 0,
                        0, (rows + MR - 1) // MR, 0, nb, tile)
             for n in range(n0, n1):
+                if has_bias:
+                    hzn = hz[n]
+                    for j in range(G):
+                        hzn[j] += bias[j]
                 lstm_row_forward(xz[s, n], hz[n], cs[s, n], gates[s, n], cs[s + 1, n],
                                  hs[s + 1, n], act_c[s, n], act, ract)
         ftz_exit(old)
 
 
-def _lstm_seq_backward_kernel(seq, seq_mode, dh, dc, gates, cs, act_c, bp, dz, nr, act, ract,
-                              nthreads):
+def _lstm_seq_backward_kernel(seq, seq_mode, dh, dc, gates, cs, act_c, bp, dz, dbp, has_db, nr,
+                              act, ract, nthreads):
     T, N, H = act_c.shape
     G = 4 * H
     nb = (H + nr - 1) // nr
@@ -98,19 +103,25 @@ def _lstm_seq_backward_kernel(seq, seq_mode, dh, dc, gates, cs, act_c, bp, dz, n
                         dhn[j] += seq[n, s, j]
                 lstm_row_backward(dhn, dc[n], gates[s, n], cs[s, n], act_c[s, n], dz[s, n],
                                   dc[n], act, ract)
+                if has_db:  # partial bias gradient of this row's micro-tile (one thread's)
+                    part = dbp[n // MR]
+                    dzn = dz[s, n]
+                    for j in range(G):
+                        part[j] += dzn[j]
         ftz_exit(old)
 
 
 def _forward_sig(T):
     r1, a2, r3, a3 = array(T, 1, True), array(T, 2), array(T, 3, True), array(T, 3)
     i = types.intp
-    return (r3, r1, a3, a3, a3, a3, a2, i, types.int64, types.int64, i)
+    return (r3, r1, a3, a3, a3, a3, a2, r1, types.boolean, i, types.int64, types.int64, i)
 
 
 def _backward_sig(T):
     r1, a2, r3, a3 = array(T, 1, True), array(T, 2), array(T, 3, True), array(T, 3)
     i = types.intp
-    return (r3, i, a2, a2, r3, r3, r3, r1, a3, i, types.int64, types.int64, i)
+    return (r3, i, a2, a2, r3, r3, r3, r1, a3, a2, types.boolean, i, types.int64, types.int64,
+            i)
 
 
 _seq_forward = LazyKernel(_lstm_seq_forward_kernel, _forward_sig)
@@ -136,15 +147,16 @@ def _threads(N: int) -> int:
 @override("numba")
 def lstm_sequence_forward(
     be, xz, U, hs, cs, gates, act_c,
-    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+    activation: str = "tanh", recurrent_activation: str = "sigmoid", b=None,
 ):
-    """The LSTM recurrence over all steps (see the reference) in one compiled loop."""
+    """The LSTM recurrence over all steps (see the reference) in one compiled loop; the
+    bias ``b``, if given, is added to each row of the step's ``hz`` while it is in cache."""
     codes = _codes(activation, recurrent_activation)
     dt = getattr(xz, "dtype", None)
     shape = getattr(xz, "shape", ())
+    fallback = (be, xz, U, hs, cs, gates, act_c, activation, recurrent_activation, b)
     if codes is None or dt not in (np.float32, np.float64) or len(shape) != 3:
-        return ref.lstm_sequence_forward(be, xz, U, hs, cs, gates, act_c,
-                                         activation, recurrent_activation)
+        return ref.lstm_sequence_forward(*fallback)
     T, N, G = shape
     H = G // 4
     nr = _gemm.panel_width(dt)
@@ -154,27 +166,35 @@ def lstm_sequence_forward(
         and _kernel_ready(xz, dt, (T, N, G)) and _kernel_ready(hs, dt, (T + 1, N, H))
         and _kernel_ready(cs, dt, (T + 1, N, H)) and _kernel_ready(gates, dt, (T, N, G))
         and _kernel_ready(act_c, dt, (T, N, H))
-        and _no_partial_overlap([hs, cs, gates, act_c], [xz, hs, cs, gates, act_c])
+        and (b is None or _kernel_ready(b, dt, (G,)))
+        and _no_partial_overlap([hs, cs, gates, act_c],
+                                [a for a in (xz, hs, cs, gates, act_c, b) if a is not None])
     )
     if not ok:
-        return ref.lstm_sequence_forward(be, xz, U, hs, cs, gates, act_c,
-                                         activation, recurrent_activation)
+        return ref.lstm_sequence_forward(*fallback)
     hz = np.empty((N, G), dtype=dt)
     threads = _threads(N)
-    _seq_forward.get(dt, threads > 1)(xz, bp, hs, cs, gates, act_c, hz, nr, *codes, threads)
+    bias = b if b is not None else hz[0]  # an unread stand-in of the right type
+    _seq_forward.get(dt, threads > 1)(xz, bp, hs, cs, gates, act_c, hz, bias, b is not None,
+                                      nr, *codes, threads)
     return hs
 
 
 @override("numba")
 def lstm_sequence_backward(
     be, dseq, dh, dc, gates, cs, act_c, Ut, dz,
-    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+    activation: str = "tanh", recurrent_activation: str = "sigmoid", db=None,
 ):
-    """Backpropagation through time of the LSTM (see the reference) in one compiled loop."""
+    """Backpropagation through time of the LSTM (see the reference) in one compiled loop.
+
+    The bias gradient ``db`` is summed while each ``dz`` row is in cache, into one partial
+    sum per micro-tile of rows (each tile belongs to one thread), added in tile order at the
+    end: the result does not depend on the thread count."""
     codes = _codes(activation, recurrent_activation)
     dt = getattr(act_c, "dtype", None)
     shape = getattr(act_c, "shape", ())
-    fallback = (be, dseq, dh, dc, gates, cs, act_c, Ut, dz, activation, recurrent_activation)
+    fallback = (be, dseq, dh, dc, gates, cs, act_c, Ut, dz, activation, recurrent_activation,
+                db)
     if codes is None or dt not in (np.float32, np.float64) or len(shape) != 3:
         return ref.lstm_sequence_backward(*fallback)
     T, N, H = shape
@@ -196,11 +216,17 @@ def lstm_sequence_backward(
         and _kernel_ready(dh, dt, (N, H)) and _kernel_ready(dc, dt, (N, H))
         and _kernel_ready(gates, dt, (T, N, G)) and _kernel_ready(cs, dt, (T + 1, N, H))
         and _kernel_ready(act_c, dt, (T, N, H)) and _kernel_ready(dz, dt, (T, N, G))
-        and _no_partial_overlap([dh, dc, dz], [seq, dh, dc, gates, cs, act_c, dz])
+        and (db is None or _kernel_ready(db, dt, (G,)))
+        and _no_partial_overlap(
+            [a for a in (dh, dc, dz, db) if a is not None],
+            [a for a in (seq, dh, dc, gates, cs, act_c, dz, db) if a is not None])
     )
     if not ok:
         return ref.lstm_sequence_backward(*fallback)
     threads = _threads(N)
-    _seq_backward.get(dt, threads > 1)(seq, mode, dh, dc, gates, cs, act_c, bp, dz, nr,
-                                       *codes, threads)
+    parts = np.zeros(((N + MR - 1) // MR if db is not None else 1, G), dtype=dt)
+    _seq_backward.get(dt, threads > 1)(seq, mode, dh, dc, gates, cs, act_c, bp, dz, parts,
+                                       db is not None, nr, *codes, threads)
+    if db is not None:
+        np.sum(parts, axis=0, out=db)
     return dz

@@ -121,19 +121,20 @@ def lstm_cell_backward(
 @reference_op
 def lstm_sequence_forward(
     be, xz, U, hs, cs, gates, act_c,
-    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+    activation: str = "tanh", recurrent_activation: str = "sigmoid", b=None,
 ):
     """The LSTM recurrence over all ``T`` steps (no mask): for each step ``s``,
-    ``hz = hs[s] @ U`` and :func:`lstm_cell_forward` into ``hs[s + 1]``, ``cs[s + 1]``.
+    ``hz = hs[s] @ U (+ b)`` and :func:`lstm_cell_forward` into ``hs[s + 1]``, ``cs[s + 1]``.
 
     Args:
-        xz: (T, N, 4H) input parts ``x_t @ W + b``.
+        xz: (T, N, 4H) input parts ``x_t @ W``, bias included unless ``b`` is given.
         U: (H, 4H) recurrent weight, or ``prepare_rhs(U)``.
         hs, cs: (T + 1, N, H) hidden and cell states; ``hs[0]``, ``cs[0]`` are the initial
             states (read), the rest is written.
         gates: (T, N, 4H) output, the activated gates of every step.
         act_c: (T, N, H) output, ``activation(c)`` of every step.
         activation, recurrent_activation: as in :func:`lstm_cell_forward`.
+        b: optional (4H,) bias added at every step (so that ``xz`` need not carry it).
 
     Returns:
         ``hs``.
@@ -142,6 +143,8 @@ def lstm_sequence_forward(
     hz = be.xp.empty((N, G), dtype=xz.dtype)
     for s in range(T):
         be.matmul(hs[s], U, out=hz)
+        if b is not None:
+            hz += b
         be.lstm_cell_forward(xz[s], hz, cs[s], gates[s], cs[s + 1], hs[s + 1], act_c[s],
                              activation, recurrent_activation)
     return hs
@@ -150,7 +153,7 @@ def lstm_sequence_forward(
 @reference_op
 def lstm_sequence_backward(
     be, dseq, dh, dc, gates, cs, act_c, Ut, dz,
-    activation: str = "tanh", recurrent_activation: str = "sigmoid",
+    activation: str = "tanh", recurrent_activation: str = "sigmoid", db=None,
 ):
     """Backpropagation through time of :func:`lstm_sequence_forward` (no mask).
 
@@ -163,6 +166,7 @@ def lstm_sequence_backward(
         Ut: the transposed recurrent weight (4H, H), or ``prepare_rhs(U.T)``.
         dz: (T, N, 4H) output, the gradient with respect to every step's pre-activations.
         activation, recurrent_activation: as in the forward pass.
+        db: optional (4H,) output, the bias gradient: ``dz`` summed over steps and samples.
 
     Returns:
         ``dz``.
@@ -178,6 +182,8 @@ def lstm_sequence_backward(
         be.lstm_cell_backward(g, dc, gates[s], cs[s], act_c[s], dz[s], dc,
                               activation, recurrent_activation)
         be.matmul(dz[s], Ut, out=dh)
+    if db is not None:
+        xp.sum(dz.reshape(T * N, 4 * H), axis=0, out=db)
     return dz
 
 
