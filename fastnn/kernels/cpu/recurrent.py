@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange, types
 
 from fastnn.kernels.cpu.fastexp import fast_exp
-from fastnn.kernels.cpu.jit import LazyKernel, array, cast_to, helper_jit_flags
+from fastnn.kernels.cpu.jit import FASTMATH, LazyKernel, array, cast_to, helper_jit_flags
 from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
 from fastnn.kernels.reference import recurrent as ref
 from fastnn.kernels.registry import override
@@ -46,6 +46,12 @@ EMBEDDING_MIN_COLUMNS = 16
 
 # error_model="numpy": no ZeroDivisionError branch in the divisions, so loops vectorise.
 _helper = njit(**helper_jit_flags())
+
+# The per-row cell functions take the kernels' fast-math flags (reassociation included): they
+# hold no exp of their own (the activations they call keep the helpers' flags when inlined),
+# and with the helpers' flags the default backward row ran 0.44 ms for 50 steps of 16 rows
+# (H=256, float32) against 0.37 ms.
+_row_helper = njit(fastmath=set(FASTMATH), error_model="numpy")
 
 
 @_helper
@@ -93,7 +99,7 @@ def _act_grad(code, y):
 # Each row is done in short loops over at most three arrays: one fused loop over seven
 # arrays needs more runtime alias checks than LLVM will emit and stays scalar (measured 4x
 # slower). The rows of one step (a few KiB) stay in L1 between the loops.
-@_helper
+@_row_helper
 def lstm_row_forward(x, r, cp, g, cn, hn, ac, act, ract):
     """One sample's LSTM cell on row views (gates ``[i, f, g, o]``, callable from kernels),
     arguments in the order of ``lstm_cell_forward``: ``g = act(x + r)``,
@@ -135,11 +141,30 @@ def lstm_row_forward(x, r, cp, g, cn, hn, ac, act, ract):
             hn[j] = o * t
 
 
-@_helper
+@_row_helper
 def lstm_row_backward(dhn, dcn, g, cp, tc, d, dcp, act, ract):
     """Backward of :func:`lstm_row_forward` for one sample, arguments in the order of
     ``lstm_cell_backward`` (``dcp`` may be ``dcn``)."""
     H = tc.shape[0]
+    if act == _TANH and ract == _SIGMOID:
+        # The default pair with the derivatives written out: with the code tests of
+        # _act_grad inside, the loop took 0.52 ms for 50 steps of 16 rows (H=256, float32)
+        # against 0.44 ms.
+        one = cast_to(1.0, tc.dtype)
+        for j in range(H):
+            i = g[j]
+            f = g[H + j]
+            gg = g[2 * H + j]
+            o = g[3 * H + j]
+            dhv = dhn[j]
+            t = tc[j]
+            dct = dhv * o * (one - t * t) + dcn[j]
+            d[j] = dct * gg * ((one - i) * i)
+            d[H + j] = dct * cp[j] * ((one - f) * f)
+            d[2 * H + j] = dct * i * (one - gg * gg)
+            d[3 * H + j] = dhv * t * ((one - o) * o)
+            dcp[j] = dct * f
+        return
     for j in range(H):
         i = g[j]
         f = g[H + j]
