@@ -66,7 +66,7 @@ class SimpleRNN(RNNBase):
             dh = be.matmul(da[s], Ut, out=dhbuf)
             if carried is not None:
                 dh += carried[0]
-        self._recurrent_weight_grad(hs, da)
+        self._recurrent_weight_grad(hs)
         return da, [dh.copy()]
 
 
@@ -167,7 +167,7 @@ class LSTM(RNNBase):
                     dh += carried[0]
                     dc += carried[1]
             dh = dh.copy()  # dhbuf is the layer's buffer
-        self._recurrent_weight_grad(hs, dz)
+        self._recurrent_weight_grad(hs)
         return dz, [dh, dc]
 
 

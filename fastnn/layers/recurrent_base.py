@@ -100,9 +100,9 @@ class RNNBase(Layer):
         self.carried_states: list[Any] | None = None  # (N, H) states kept when stateful
         self.initial_state_grads: list[Any] | None = None  # dL/d(initial states), set by backward
         self._xt = None  # (T, N, D) time-major (reversed if go_backwards) input
-        # dL/dxz prepared as a right-hand side (prepare_rhs) by _recurrence_backward for its
-        # recurrent-weight gradient, reused for the input-weight gradient; None otherwise.
-        self._dxz_rhs = None
+        # hs of the last forward when backward is to compute grads["U"] = hs[:T].T @ dxz
+        # itself (see _recurrent_weight_grad); None otherwise.
+        self._dU_from = None
         self._mask = None  # (T, N, 1) time-major mask as 0/1 floats, or None
         self._seq_shape = None  # (N, T, D) of the last input
         self._out_shapes: tuple[tuple[int, ...], ...] | None = None
@@ -367,10 +367,15 @@ class RNNBase(Layer):
         dxz2 = dxz.reshape(T * N, self.gates * H)
         x2 = self._xt.reshape(T * N, D)
         dx_buf = self.buffer("dxt", (T * N, D)) if self.need_input_grad else None
-        rhs, self._dxz_rhs = self._dxz_rhs, None
-        if rhs is not None:  # dxz is already packed: dW = x.T @ dxz needs no second packing
-            be.matmul(x2.T, rhs, out=self.grads["W"])
+        hs_u, self._dU_from = self._dU_from, None
+        if hs_u is not None:
+            # dx first, while the recurrence's last rows of dxz are still in cache (measured
+            # 0.3-0.4 ms less on the LSTM benchmark than dx last); then dxz is packed once
+            # for both weight gradients.
             dx = be.matmul(dxz2, self.params["W"].T, out=dx_buf) if dx_buf is not None else None
+            rhs = be.prepare_rhs(dxz2)
+            be.matmul(hs_u[:T].reshape(T * N, H).T, rhs, out=self.grads["U"])
+            be.matmul(x2.T, rhs, out=self.grads["W"])
         else:
             dx = be.linear_backward(dxz2, x2, self.params["W"], dW=self.grads["W"], db=None,
                                     dx=dx_buf, need_dx=self.need_input_grad)
@@ -391,17 +396,11 @@ class RNNBase(Layer):
         if db is not None:
             self.backend.xp.sum(dxz2, axis=0, out=db)
 
-    def _recurrent_weight_grad(self, hs: Any, dxz: Any) -> None:
-        """``grads["U"] = hs[:T].T @ dxz`` over all steps (SimpleRNN and LSTM, whose
-        recurrent product shares dL/dxz with the input weight's): ``dxz`` is prepared once as
-        a right-hand side, and the input-weight gradient of :meth:`backward` reuses it."""
-        be = self.backend
-        T, N, G = dxz.shape
-        H = hs.shape[2]
-        dxz2 = dxz.reshape(T * N, G)
-        rhs = be.prepare_rhs(dxz2)
-        be.matmul(hs[:T].reshape(T * N, H).T, rhs, out=self.grads["U"])
-        self._dxz_rhs = None if rhs is dxz2 else rhs
+    def _recurrent_weight_grad(self, hs: Any) -> None:
+        """Have :meth:`backward` compute ``grads["U"] = hs[:T].T @ dxz`` (SimpleRNN and
+        LSTM, whose recurrent product shares dL/dxz with the input weight's) together with
+        ``grads["W"]``, from one packing of dxz."""
+        self._dU_from = hs
 
     def _step_grad(self, s: int, dstate: Any, dseq: Any, out: Any) -> Any:
         """The gradient reaching the hidden state of step ``s`` (carried plus the output's),
