@@ -174,14 +174,17 @@ def test_fused_kernel_does_not_depend_on_the_thread_count(monkeypatch):
     W0 = rng.standard_normal((300, 128)).astype(np.float32)
     buf0 = rng.standard_normal((300, 128)).astype(np.float32)
     monkeypatch.setattr(fused_update, "num_row_blocks", lambda rows, cols: 6)
+    # The same buffers for both thread counts: only the thread count changes between runs.
+    W, buf, dW, dx = np.empty_like(W0), np.empty_like(W0), np.empty_like(W0), np.empty((2, 300),
+                                                                                       np.float32)
     results = []
     old = numba.get_num_threads()
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            W, buf, dW = W0.copy(), buf0.copy(), np.empty_like(W0)
-            dx = be.linear_backward_sgd(dz, x, W, dW, buf=buf, lr=0.1, momentum=0.9)
-            results.append((W, buf, dW, dx))
+            W[...], buf[...] = W0, buf0
+            be.linear_backward_sgd(dz, x, W, dW, buf=buf, dx=dx, lr=0.1, momentum=0.9)
+            results.append([a.copy() for a in (W, buf, dW, dx)])
     finally:
         numba.set_num_threads(old)
     for a, b in zip(*results, strict=True):

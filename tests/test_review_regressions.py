@@ -316,21 +316,23 @@ def test_numba_lstm_sequence_bias_gradient_does_not_depend_on_the_thread_count()
     U = (rng.standard_normal((h, 4 * h)) * 0.3).astype(np.float32)
     b = rng.standard_normal(4 * h).astype(np.float32)
     dseq = rng.standard_normal((t, n, h)).astype(np.float32)
+    # The same buffers for both thread counts: only the thread count changes between runs.
+    hs = np.zeros((t + 1, n, h), np.float32)
+    cs = np.zeros((t + 1, n, h), np.float32)
+    gates = np.empty((t, n, 4 * h), np.float32)
+    act_c = np.empty((t, n, h), np.float32)
+    dh, dc = np.empty((n, h), np.float32), np.empty((n, h), np.float32)
+    dz, db = np.empty((t, n, 4 * h), np.float32), np.empty(4 * h, np.float32)
+    Ut = np.ascontiguousarray(U.T)
     results = []
     old = numba.get_num_threads()
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            hs = np.zeros((t + 1, n, h), np.float32)
-            cs = np.zeros((t + 1, n, h), np.float32)
-            gates = np.empty((t, n, 4 * h), np.float32)
-            act_c = np.empty((t, n, h), np.float32)
             be.lstm_sequence_forward(xz, U, hs, cs, gates, act_c, b=b)
-            dh, dc = np.ones((n, h), np.float32), np.zeros((n, h), np.float32)
-            dz, db = np.empty((t, n, 4 * h), np.float32), np.empty(4 * h, np.float32)
-            be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c,
-                                      np.ascontiguousarray(U.T), dz, db=db)
-            results.append((hs, cs, dz, db, dh, dc))
+            dh[...], dc[...] = 1.0, 0.0
+            be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c, Ut, dz, db=db)
+            results.append([a.copy() for a in (hs, cs, dz, db, dh, dc)])
     finally:
         numba.set_num_threads(old)
     for a, c in zip(*results, strict=True):
