@@ -647,7 +647,7 @@ class Sequential:
                 if not self._handle_divergence(xb, epoch, step, loss, m, cb):
                     self._raise_divergence(xb, epoch, step, loss)
                 break
-            self._backward_and_update(loss_obj.backward())
+            self._backward_and_update(loss_obj.backward(), m)
             self._last_step = (epoch, step)
             totals["loss"] += loss * m
             batch_logs = {"loss": loss, "size": m}
@@ -692,17 +692,19 @@ class Sequential:
         stack.enter_context(serial_kernels())
         return stack
 
-    def _backward_and_update(self, dout: Any) -> None:
-        """Backward pass from the loss gradient ``dout``, then the optimizer step.
+    def _backward_and_update(self, dout: Any, rows: int) -> None:
+        """Backward pass from the loss gradient ``dout`` of a batch of ``rows`` samples, then
+        the optimizer step.
 
         Where nothing has to see the complete gradients before the update (no regularizer,
-        no gradient clipping, no all-reduce) and the optimizer has a fused op on this backend,
+        no gradient clipping, no all-reduce), the batch is small enough
+        (``backend.fused_step_max_rows``) and the optimizer has a fused op on this backend,
         the top-level Dense layers update their weights during the backward pass, in the
         pass that computes their gradients (:mod:`fastnn.optimizers.fused_step`), and the
         remaining parameters are updated after it. The gradients and the update are the same
         either way; at batch size 1 this saves a pass over every weight.
         """
-        step = self._begin_fused_step()
+        step = self._begin_fused_step(rows)
         if step is None:
             self._backward_from_loss(dout)
             self._add_regularization_grads()
@@ -719,10 +721,11 @@ class Sequential:
                 layer.fused_step = None
         step.finish()
 
-    def _begin_fused_step(self) -> Any:
+    def _begin_fused_step(self, rows: int) -> Any:
         """A FusedStep for this training step, or None when the step must not be fused."""
         if (
             not self.fuse_updates
+            or rows > self.backend.fused_step_max_rows
             or self._distribution is not NO_DISTRIBUTION
             or self._regularization_present()
         ):
@@ -913,7 +916,7 @@ class Sequential:
             raise DivergenceError(
                 self.divergence_message(xb, self.epochs_completed, 0, loss)
             )
-        self._backward_and_update(loss_obj.backward())
+        self._backward_and_update(loss_obj.backward(), int(xb.shape[0]))
         return loss
 
     # -- evaluation / prediction --------------------------------------------------------

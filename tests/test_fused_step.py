@@ -123,10 +123,11 @@ def test_fused_step_runs_where_it_pays(monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["regularizer", "clipnorm", "clipvalue", "global_clipnorm",
-                                  "adam", "switched off"])
+                                  "adam", "switched off", "large batch"])
 def test_no_fused_step_where_the_gradients_must_be_complete(monkeypatch, case):
     """Regularization gradients, gradient clipping (which need every gradient before the
-    update), an optimizer without a fused op, or ``fuse_updates = False``: no FusedStep."""
+    update), an optimizer without a fused op, ``fuse_updates = False``, or a batch above
+    ``fused_step_max_rows`` (where the one flat optimizer pass is faster): no FusedStep."""
     spy = _Spy(monkeypatch)
     kwargs = {"kernel_regularizer": "l2"} if case == "regularizer" else {}
     if case in ("clipnorm", "clipvalue", "global_clipnorm"):
@@ -138,9 +139,11 @@ def test_no_fused_step_where_the_gradients_must_be_complete(monkeypatch, case):
     model = _model("numba", opt, dtype="float32", **kwargs)
     if case == "switched off":
         model.fuse_updates = False
-    x, y = _data(1, "float32")
+    batch = fused_update.MAX_ROWS + 1 if case == "large batch" else 1
+    assert model.backend.fused_step_max_rows == fused_update.MAX_ROWS
+    x, y = _data(batch, "float32")
     model.train_on_batch(x, y)
-    model.fit(x, y, batch_size=1, epochs=1, verbose=0)
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
     assert spy.started == 0 and spy.fused_weights == 0
 
 

@@ -23,11 +23,14 @@ class Backend:
         device: a human-readable device description.
         ops: the op table, name -> implementation bound to this backend. Every op is
             also an attribute: ``be.softmax(x)``.
+        fused_step_max_rows: the largest batch for which a training step applies Dense
+            weight updates inside the backward pass (``linear_backward_sgd``); 0: never.
     """
 
     name: str = "base"
     xp: ModuleType = np
     device: str = "cpu"
+    fused_step_max_rows: int = 0
 
     def __init__(self) -> None:
         self.ops: dict[str, Callable[..., Any]] = {}

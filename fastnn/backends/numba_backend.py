@@ -17,7 +17,10 @@ class NumbaBackend(Backend):
     def __init__(self) -> None:
         import numba
 
+        from fastnn.kernels.cpu.fused_update import MAX_ROWS
+
         self._numba = numba
+        self.fused_step_max_rows = MAX_ROWS
         self.device = f"cpu (numba {numba.__version__}, {numba.get_num_threads()} threads)"
         super().__init__()
 
