@@ -702,16 +702,17 @@ class Sequential:
         the top-level Dense layers update their weights during the backward pass, in the
         pass that computes their gradients (:mod:`fastnn.optimizers.fused_step`), and the
         remaining parameters are updated after it. The gradients and the update are the same
-        either way; at batch size 1 this saves a pass over every weight.
+        either way; at batch size 1 this saves a pass over every weight. (A backward pass that
+        raises then leaves the step half applied: see :mod:`fastnn.optimizers.fused_step`.)
         """
-        step = self._begin_fused_step(rows)
+        dense = self._fusable_dense(rows)
+        step = self._begin_fused_step(rows) if dense else None
         if step is None:
             self._backward_from_loss(dout)
             self._add_regularization_grads()
             self._distribution.reduce_gradients(self)  # distributed: global-batch gradients
             self._apply_gradients()
             return
-        dense = [layer for layer in self.layers if isinstance(layer, Dense) and layer.trainable]
         for layer in dense:
             layer.fused_step = step
         try:
@@ -720,6 +721,15 @@ class Sequential:
             for layer in dense:
                 layer.fused_step = None
         step.finish()
+
+    def _fusable_dense(self, rows: int) -> list[Dense]:
+        """The top-level trainable Dense layers whose updates a fused step would fuse at a
+        batch of ``rows`` on this backend (wide enough for the fused op to pay)."""
+        be = self.backend
+        if rows > be.fused_step_max_rows:
+            return []
+        return [layer for layer in self.layers if isinstance(layer, Dense) and layer.trainable
+                and layer.units >= be.fused_step_min_units]
 
     def _begin_fused_step(self, rows: int) -> Any:
         """A FusedStep for this training step, or None when the step must not be fused."""
@@ -733,7 +743,7 @@ class Sequential:
         flat = self._flat_storage()
         if flat is None:
             return None
-        return self.optimizer.begin_fused_step(flat.params, flat.layout)
+        return self.optimizer.begin_fused_step(flat.params, flat.grads, flat.layout)
 
     def _apply_gradients(self) -> None:
         """Let the optimizer apply the gradients, which must be complete (the one point

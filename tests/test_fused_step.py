@@ -12,12 +12,23 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn.kernels.cpu import fused_update
+from fastnn.backends import unavailable_reason
 from fastnn.layers import Dense
 from fastnn.model import Sequential
 from fastnn.optimizers import SGD, Adam
 from fastnn.optimizers.fused_step import FusedStep
 from tests.conftest import assert_close
+
+
+def _numba_kernels():
+    """The Numba module of the fused kernel; skips the test where numba cannot run (the
+    module imports numba)."""
+    reason = unavailable_reason("numba")
+    if reason is not None:
+        pytest.skip(reason)
+    from fastnn.kernels.cpu import fused_update
+
+    return fused_update
 
 
 def _model(backend, optimizer, dtype="float64", seed=3, **dense_kwargs) -> Sequential:
@@ -102,41 +113,67 @@ def test_fused_steps_equal_unfused_steps(backend, opt, batch):
 
 
 def test_fused_step_runs_where_it_pays(monkeypatch):
-    """Numba, SGD, batch 1: the two wide Dense weights update in the backward pass (the
-    5-column one is below MIN_COLS and takes the op's unfused path, still inside the step);
-    the numpy backend never fuses (its op is the unfused reference)."""
+    """Numba, SGD, batch 1: the two wide Dense weights update in the backward pass; the
+    5-unit one is below ``fused_step_min_units`` and updates after it, with the biases: one
+    optimizer call per run of consecutive parameters left (b1 | b2, W3, b3). The numpy
+    backend never fuses (its op is the unfused reference)."""
+    fused_update = _numba_kernels()
     spy = _Spy(monkeypatch)
     model = _model("numba", SGD(learning_rate=0.05, momentum=0.9), dtype="float32")
     calls = []
     original = fused_update._linear_sgd.pick
     monkeypatch.setattr(fused_update._linear_sgd, "pick",
                         lambda dt, work: calls.append(work) or original(dt, work))
+    updates = []
+    original_update = SGD.update_one
+    monkeypatch.setattr(SGD, "update_one", lambda opt, p, *a: updates.append(p.size)
+                        or original_update(opt, p, *a))
     x, y = _data(1, "float32")
     model.train_on_batch(x, y)
     assert spy.started == 1
-    assert spy.fused_weights == 3
+    assert spy.fused_weights == 2
     assert len(calls) == 2, "the two wide layers should run the fused kernel"
+    assert updates == [96, 80 + 80 * 5 + 5], updates
     spy.started = 0
     model_np = _model("numpy", SGD(learning_rate=0.05, momentum=0.9), dtype="float32")
     model_np.train_on_batch(x, y)
     assert spy.started == 0
 
 
+class _OwnRuleSGD(SGD):
+    """A subclass with its own update rule, which the fused op does not implement."""
+
+    def update_one(self, param, grad, slots, lr, tmp):
+        """Plain SGD, written out."""
+        param -= lr * grad
+
+
 @pytest.mark.parametrize("case", ["regularizer", "clipnorm", "clipvalue", "global_clipnorm",
-                                  "adam", "switched off", "large batch"])
+                                  "adam", "switched off", "large batch", "own rule",
+                                  "narrow layers"])
 def test_no_fused_step_where_the_gradients_must_be_complete(monkeypatch, case):
     """Regularization gradients, gradient clipping (which need every gradient before the
-    update), an optimizer without a fused op, ``fuse_updates = False``, or a batch above
-    ``fused_step_max_rows`` (where the one flat optimizer pass is faster): no FusedStep."""
+    update), an optimizer without a fused op or with its own update rule, ``fuse_updates =
+    False``, a batch above ``fused_step_max_rows`` or no Dense layer of
+    ``fused_step_min_units`` (where the one flat optimizer pass is faster): no FusedStep."""
+    fused_update = _numba_kernels()
     spy = _Spy(monkeypatch)
     kwargs = {"kernel_regularizer": "l2"} if case == "regularizer" else {}
     if case in ("clipnorm", "clipvalue", "global_clipnorm"):
         opt = SGD(learning_rate=0.05, momentum=0.9, **{case: 1.0})
     elif case == "adam":
         opt = Adam()
+    elif case == "own rule":
+        opt = _OwnRuleSGD(learning_rate=0.05)
     else:
         opt = SGD(learning_rate=0.05, momentum=0.9)
-    model = _model("numba", opt, dtype="float32", **kwargs)
+    if case == "narrow layers":  # no Dense wide enough (fused_step_min_units) to pay
+        be = fastnn.get_backend("numba")
+        model = Sequential([Dense(8, activation="relu", input_dim=20), Dense(5)], backend=be,
+                           dtype="float32")
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    else:
+        model = _model("numba", opt, dtype="float32", **kwargs)
     if case == "switched off":
         model.fuse_updates = False
     batch = fused_update.MAX_ROWS + 1 if case == "large batch" else 1
@@ -163,9 +200,95 @@ def test_fit_with_fused_steps_equals_fit_without(backend):
     assert_close(np.array(loss_f), np.array(loss_p), np.float64, "epoch losses")
 
 
+def _mixed_layers(kind: str) -> list:
+    """Dense layers among other trainable layers, a frozen Dense, or a Dense on 3-D input
+    (input: 36 features)."""
+    from fastnn.layers import LSTM, BatchNormalization, Conv2D, Flatten, Reshape
+
+    if kind == "conv-batchnorm":
+        return [Reshape((1, 6, 6), input_shape=(36,)), Conv2D(4, 3, activation="relu"),
+                Flatten(), Dense(72, activation="relu"), BatchNormalization(),
+                Dense(5, activation="softmax")]
+    if kind == "frozen-dense":
+        return [Dense(96, activation="relu", input_dim=36),
+                Dense(80, activation="tanh", trainable=False),
+                Dense(70, activation="relu"), Dense(5, activation="softmax")]
+    if kind == "dense-on-3d":
+        return [Reshape((3, 12), input_shape=(36,)), Dense(64, activation="relu"),
+                Dense(70, activation="tanh"), Flatten(), Dense(5, activation="softmax")]
+    return [Reshape((3, 12), input_shape=(36,)), LSTM(16, return_sequences=True), Flatten(),
+            Dense(70, activation="tanh"), Dense(5, activation="softmax")]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("kind", ["conv-batchnorm", "frozen-dense", "dense-on-3d", "lstm"])
+def test_fused_steps_equal_unfused_steps_among_other_layers(monkeypatch, kind, batch):
+    """Numba, SGD with Nesterov momentum, weight decay and a learning-rate schedule: the
+    trainable Dense layers update in the backward pass (not the frozen one, whose weight
+    must not move), every other parameter after it; parameters, gradients, momentum buffers
+    and the step counter equal those of unfused steps."""
+    _numba_kernels()
+    spy = _Spy(monkeypatch)
+    models = []
+    for fuse in (True, False):
+        be = fastnn.get_backend("numba")
+        be.seed(4)
+        model = Sequential(_mixed_layers(kind), backend=be, dtype="float64")
+        opt = SGD(learning_rate=lambda step: 0.05 / (1 + step), momentum=0.9, nesterov=True,
+                  weight_decay=0.01)
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        model.fuse_updates = fuse
+        models.append(model)
+    fused, plain = models
+    rng = np.random.default_rng(8)
+    frozen = [layer for layer in fused.layers if not layer.trainable]
+    frozen_before = [fused.backend.to_numpy(layer.params["W"]).copy() for layer in frozen]
+    for step in range(4):
+        x, y = rng.standard_normal((batch, 36)), rng.integers(0, 5, size=batch)
+        for model in models:
+            model.train_on_batch(x, y)
+        got, want = _state(fused), _state(plain)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert_close(got[key], want[key], np.float64, f"{kind}: {key} after step {step}")
+        assert fused.optimizer.iterations == plain.optimizer.iterations == step + 1
+    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+        assert_close(a, b, np.float64, f"{kind}: weights")
+    for layer, before in zip(frozen, frozen_before, strict=True):
+        np.testing.assert_array_equal(fused.backend.to_numpy(layer.params["W"]), before)
+    wide = fused.backend.fused_step_min_units
+    fusable = sum(isinstance(layer, Dense) and layer.trainable and layer.units >= wide
+                  for layer in fused.layers)
+    assert spy.started == 4
+    assert spy.fused_weights == 4 * fusable
+
+
+def test_checkpoint_between_fused_steps_resumes_exactly(tmp_path):
+    """Optimizer state saved after fused steps (momentum buffers that are views of the flat
+    state) and loaded into a new model: the loaded model, stepping unfused, continues as the
+    original does fused."""
+    _numba_kernels()
+    model = _model("numba", SGD(learning_rate=0.05, momentum=0.9, nesterov=True))
+    for step in range(3):
+        model.train_on_batch(*_data(1, seed=step))
+    path = tmp_path / "fused.npz"
+    model.save(path)
+    loaded = fastnn.load_model(path, backend="numba")
+    loaded.fuse_updates = False
+    for step in range(3, 6):
+        for m in (model, loaded):
+            m.train_on_batch(*_data(1, seed=step))
+    assert model.optimizer.iterations == loaded.optimizer.iterations == 6
+    got, want = _state(model), _state(loaded)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert_close(got[key], want[key], np.float64, f"{key} after resuming")
+
+
 def test_fused_kernel_does_not_depend_on_the_thread_count(monkeypatch):
     """Rows are split between threads, each element computed by one thread: 1 or 2
     threads give the same bits."""
+    fused_update = _numba_kernels()
     import numba
 
     if numba.config.NUMBA_NUM_THREADS < 2:
@@ -197,6 +320,7 @@ def test_fused_kernel_does_not_depend_on_the_thread_count(monkeypatch):
 def test_fused_kernel_refuses_overlapping_outputs():
     """dW written over W (the same memory) is not something the fused pass can do: the op
     falls back to the unfused ops, whose result it then equals."""
+    fused_update = _numba_kernels()
     be = fastnn.get_backend("numba")
     ref = fastnn.get_backend("numpy")
     rng = np.random.default_rng(6)

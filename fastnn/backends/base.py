@@ -25,12 +25,14 @@ class Backend:
             also an attribute: ``be.softmax(x)``.
         fused_step_max_rows: the largest batch for which a training step applies Dense
             weight updates inside the backward pass (``linear_backward_sgd``); 0: never.
+        fused_step_min_units: the fewest units of a Dense layer whose update that pays for.
     """
 
     name: str = "base"
     xp: ModuleType = np
     device: str = "cpu"
     fused_step_max_rows: int = 0
+    fused_step_min_units: int = 1
 
     def __init__(self) -> None:
         self.ops: dict[str, Callable[..., Any]] = {}

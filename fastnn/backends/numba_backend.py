@@ -17,10 +17,11 @@ class NumbaBackend(Backend):
     def __init__(self) -> None:
         import numba
 
-        from fastnn.kernels.cpu.fused_update import MAX_ROWS
+        from fastnn.kernels.cpu.fused_update import MAX_ROWS, MIN_COLS
 
         self._numba = numba
         self.fused_step_max_rows = MAX_ROWS
+        self.fused_step_min_units = MIN_COLS
         self.device = f"cpu (numba {numba.__version__}, {numba.get_num_threads()} threads)"
         super().__init__()
 

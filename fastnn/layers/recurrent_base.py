@@ -3,7 +3,9 @@
 A recurrent layer reads a batch ``x: (N, T, D)``. Its forward pass
 
 1. puts the sequence time-major (reversed when ``go_backwards``) and projects every
-   timestep at once with one GEMM, ``xz = x @ W + b: (T, N, G*H)`` for ``G`` gates;
+   timestep at once with one GEMM, ``xz = x @ W + b: (T, N, G*H)`` for ``G`` gates (the
+   unmasked LSTM leaves ``b`` out here and adds it in its recurrence, see
+   :meth:`RNNBase._bias_in_recurrence`);
 2. runs the recurrence, one GEMM ``h_prev @ U`` per step (``be.matmul``: BLAS, cuBLAS or
    the numba backend's own GEMM, ``U`` prepared once by ``be.prepare_rhs``) followed by the
    cell's fused gate math (a backend op: one Numba or CUDA kernel per step); the unmasked

@@ -203,18 +203,21 @@ class Optimizer:
         self.update_one(flat_param, grad, slots, lr, tmp)
 
     def begin_fused_step(
-        self, flat_param: Any, layout: Sequence[tuple[Any, Any, Any]]
+        self, flat_param: Any, flat_grad: Any, layout: Sequence[tuple[Any, Any, Any]]
     ) -> FusedStep | None:
         """Start a step whose updates layers apply during the backward pass (see
         :mod:`fastnn.optimizers.fused_step`), or None where this optimizer has no fused op on
-        its backend, or clips gradients (clipping needs every gradient first).
+        its backend, clips gradients (clipping needs every gradient first), or is a subclass
+        whose update rule (``update_one``) is not the one the fused op implements.
 
-        Takes the arguments of :meth:`update_flat` and, like it, advances the step counter;
-        the caller must then run the backward pass and :meth:`FusedStep.finish`.
+        Takes the arguments of :meth:`update_flat` (the gradients are written during the
+        backward pass) and, like it, advances the step counter; the caller must then run the
+        backward pass and :meth:`FusedStep.finish`.
         """
         op = self.fused_linear_op
         if (
             op is None
+            or not _same_definer(type(self), "update_one", "fused_linear_backward")
             or not self.elementwise
             or self.clipnorm is not None
             or self.clipvalue is not None
@@ -222,10 +225,10 @@ class Optimizer:
             or self.backend.op_sources.get(op, "reference") == "reference"
         ):
             return None
-        self._flat_slots_for(flat_param, layout)
+        buffers = self._flat_slots_for(flat_param, layout)
         lr = self.current_learning_rate()
         self.iterations += 1
-        return FusedStep(self, lr, layout)
+        return FusedStep(self, lr, layout, (flat_param, flat_grad, buffers))
 
     def fused_linear_backward(self, dz: Any, x: Any, W: Any, dW: Any, dx: Any, need_dx: bool,
                               slots: dict[str, Any], lr: float) -> Any:
@@ -344,6 +347,13 @@ class Optimizer:
         out = self._clip_buffer[: grad.size].reshape(grad.shape)
         self.backend.clip_gradient(grad, out, scale=scale, clip_value=self.clipvalue)
         return out
+
+
+def _same_definer(cls: type, *names: str) -> bool:
+    """Whether one class of ``cls``'s MRO defines every attribute of ``names`` (a subclass
+    overriding only one of them breaks the pairing)."""
+    owners = {next((c for c in cls.__mro__ if name in c.__dict__), None) for name in names}
+    return len(owners) == 1 and None not in owners
 
 
 def check_fraction(owner: str, label: str, value: float, closed_top: bool = False) -> float:

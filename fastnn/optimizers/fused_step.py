@@ -10,7 +10,9 @@ unfused step: the same gradients are written into ``grads`` and the same update 
 It is only valid where nothing happens between "gradients complete" and "update": no
 gradient clipping, no regularization gradients added after the backward pass, no all-reduce.
 ``Sequential`` checks those conditions before it starts one (see
-:meth:`Optimizer.begin_fused_step`).
+:meth:`Optimizer.begin_fused_step`). Unlike the unfused step it is not all or nothing: when
+the backward pass raises (an error in a layer, a KeyboardInterrupt), the weights of the layers
+it has passed are already updated and the step counter has advanced.
 """
 
 from __future__ import annotations
@@ -27,13 +29,17 @@ class FusedStep:
         lr: the step's learning rate.
         layout: ``(key, param, grad)`` of every parameter the step updates (the flat layout
             of ``Sequential``); the optimizer's ``slots[key]`` hold their state.
+        flat: ``(flat_param, flat_grad, flat_slots)``, the buffers the layout's arrays are
+            consecutive views of (in layout order): :meth:`finish` updates each run of
+            parameters no layer updated with one call over the matching slices.
     """
 
-    def __init__(self, optimizer: Any, lr: float,
-                 layout: Sequence[tuple[Any, Any, Any]]) -> None:
+    def __init__(self, optimizer: Any, lr: float, layout: Sequence[tuple[Any, Any, Any]],
+                 flat: tuple[Any, Any, dict[str, Any]]) -> None:
         self.optimizer = optimizer
         self.lr = lr
         self.layout = list(layout)
+        self.flat = flat
         self._key_of = {id(param): key for key, param, _ in self.layout}
         self._done: set[Any] = set()
 
@@ -51,12 +57,25 @@ class FusedStep:
         return dx
 
     def finish(self) -> None:
-        """Update every parameter of the layout that no layer updated during the backward."""
+        """Update every parameter of the layout that no layer updated during the backward:
+        one call per run of consecutive such parameters (one call over the whole flat
+        buffers when no layer updated any)."""
         opt = self.optimizer
         needs_scratch = opt._uses_reference_ops()
-        for key, param, grad in self.layout:
-            if key in self._done:
-                continue
-            tmp = opt.scratch(param, 0) if needs_scratch else None
-            opt.update_one(param, grad, opt.slots[key], self.lr, tmp)
+        flat_param, flat_grad, slots = self.flat
+        runs: list[tuple[int, int]] = []
+        offset = 0
+        for key, param, _ in self.layout:
+            size = int(param.size)
+            if key not in self._done:
+                if runs and runs[-1][1] == offset:
+                    runs[-1] = (runs[-1][0], offset + size)
+                else:
+                    runs.append((offset, offset + size))
+            offset += size
+        for lo, hi in runs:
+            p = flat_param[lo:hi]
+            tmp = opt.scratch(p, 0) if needs_scratch else None
+            opt.update_one(p, flat_grad[lo:hi], {name: buf[lo:hi] for name, buf in slots.items()},
+                           self.lr, tmp)
         self._done.clear()
