@@ -67,35 +67,22 @@ class SGD(Optimizer):
 
     def update_one(self, param, grad, slots, lr, tmp):
         """One SGD step on ``param``."""
-        self.backend.sgd_update(
-            param,
-            grad,
-            buf=slots.get("momentum"),
-            tmp=tmp,
-            lr=lr,
-            momentum=self.momentum,
-            dampening=self.dampening,
-            nesterov=self.nesterov,
-            weight_decay=self.weight_decay,
-            first_step=self.iterations == 1,
-        )
+        self.backend.sgd_update(param, grad, tmp=tmp, **self._rule(slots, lr))
 
     def fused_linear_backward(self, dz, x, W, dW, dx, need_dx, slots, lr):
         """A Dense layer's weight backward and SGD step on ``W`` in one op."""
         tmp = self.scratch(W, 0) if self._uses_reference_ops() else None
-        return self.backend.linear_backward_sgd(
-            dz,
-            x,
-            W,
-            dW,
-            buf=slots.get("momentum"),
-            tmp=tmp,
-            dx=dx,
-            need_dx=need_dx,
-            lr=lr,
-            momentum=self.momentum,
-            dampening=self.dampening,
-            nesterov=self.nesterov,
-            weight_decay=self.weight_decay,
-            first_step=self.iterations == 1,
-        )
+        return self.backend.linear_backward_sgd(dz, x, W, dW, tmp=tmp, dx=dx, need_dx=need_dx,
+                                                **self._rule(slots, lr))
+
+    def _rule(self, slots: dict, lr: float) -> dict:
+        """The keyword arguments of this step's rule, shared by both update ops."""
+        return {
+            "buf": slots.get("momentum"),
+            "lr": lr,
+            "momentum": self.momentum,
+            "dampening": self.dampening,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+            "first_step": self.iterations == 1,
+        }

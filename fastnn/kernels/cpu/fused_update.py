@@ -25,6 +25,7 @@ from fastnn.kernels.cpu.jit import (
     cast_to,
     is_kernel_array,
     is_kernel_output,
+    kept_apart,
     kernel_dtype,
     num_row_blocks,
 )
@@ -137,13 +138,7 @@ def _fusable(dz, x, W, dW, buf, dx, need_dx: bool, momentum: float) -> np.dtype 
         if not is_kernel_output(dx, dt, (n, rows)):
             return None
         written.append(dx)
-    # Every written array must be apart from every other array of the call.
-    arrays = [*written, dz, x]
-    for i, a in enumerate(written):
-        for b in arrays[i + 1:]:
-            if np.may_share_memory(a, b):
-                return None
-    return dt
+    return dt if kept_apart(written, [dz, x]) else None
 
 
 @override("numba")

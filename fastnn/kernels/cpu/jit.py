@@ -134,6 +134,17 @@ def is_kernel_output(
     return True
 
 
+def kept_apart(written: list[np.ndarray], read: list[np.ndarray]) -> bool:
+    """Whether no array of ``written`` shares memory with another of ``written`` or with
+    one of ``read`` (a kernel that writes them in one pass needs that)."""
+    arrays = [*written, *read]
+    for i, a in enumerate(written):
+        for b in arrays[i + 1:]:
+            if np.may_share_memory(a, b):
+                return False
+    return True
+
+
 def num_blocks(n: int, block: int | None = None) -> int:
     """How many ``prange`` blocks to split ``n`` items into: one when ``n`` fits in one block
     (see :meth:`LazyKernel.pick`), else a multiple of the thread count (so a static schedule

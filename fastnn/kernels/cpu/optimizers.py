@@ -31,6 +31,7 @@ from fastnn.kernels.cpu.jit import (
     block_bounds,
     cast_to,
     is_kernel_array,
+    kept_apart,
     kernel_dtype,
     num_blocks,
 )
@@ -156,12 +157,7 @@ def state_dtype(param, grad, *state) -> np.dtype | None:
         if not is_kernel_array(s, dt, param.shape) or not s.flags.writeable:
             return None
         written.append(s)
-    arrays = [*written, grad]
-    for i, a in enumerate(written):
-        for b in arrays[i + 1 :]:
-            if np.may_share_memory(a, b):
-                return None
-    return dt
+    return dt if kept_apart(written, [grad]) else None
 
 
 @override("numba")
