@@ -706,7 +706,7 @@ class Sequential:
         raises then leaves the step half applied: see :mod:`fastnn.optimizers.fused_step`.)
         """
         dense = self._fusable_dense(rows)
-        step = self._begin_fused_step(rows) if dense else None
+        step = self._begin_fused_step() if dense else None
         if step is None:
             self._backward_from_loss(dout)
             self._add_regularization_grads()
@@ -731,11 +731,11 @@ class Sequential:
         return [layer for layer in self.layers if isinstance(layer, Dense) and layer.trainable
                 and layer.units >= be.fused_step_min_units]
 
-    def _begin_fused_step(self, rows: int) -> Any:
-        """A FusedStep for this training step, or None when the step must not be fused."""
+    def _begin_fused_step(self) -> Any:
+        """A FusedStep for this training step (whose batch :meth:`_fusable_dense` accepted),
+        or None when the step must not be fused."""
         if (
             not self.fuse_updates
-            or rows > self.backend.fused_step_max_rows
             or self._distribution is not NO_DISTRIBUTION
             or self._regularization_present()
         ):
