@@ -48,6 +48,21 @@ def assert_close(actual, expected, dtype=np.float64, what: str = "") -> None:
     )
 
 
+def parallel_build_only(monkeypatch, *kernels) -> None:
+    """Have each Numba ``LazyKernel`` run its parallel build even with one thread.
+
+    Thread-count tests compare the bits of 1 and 2 threads. With one thread the kernels
+    would run their serial build, a separate compile, and Numba's in-memory compile and its
+    disk cache can round fast-math code differently (seen: the LSTM backward compiled in
+    memory and loaded from the cache differed in the last bits). Which build comes from
+    where depends on the test order, so such a test would compare compiles, not thread
+    counts.
+    """
+    for kernel in kernels:
+        get = kernel.get
+        monkeypatch.setattr(kernel, "get", lambda dtype, parallel=True, _get=get: _get(dtype))
+
+
 def _host(a):
     if hasattr(a, "get"):
         return a.get()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fastnn.backends import available
+from tests.conftest import parallel_build_only
 
 pytestmark = pytest.mark.skipif(
     "numba" not in available(), reason="the GEMM kernel is part of the numba backend"
@@ -106,12 +107,13 @@ def test_wide_row_major_b_is_packed_for_many_rows(G, m, n, dtype, packs, monkeyp
     np.testing.assert_array_equal(out, want)
 
 
-def test_result_does_not_depend_on_the_thread_count(G):
+def test_result_does_not_depend_on_the_thread_count(G, monkeypatch):
     """Each element is summed by one thread in one order: 1 or 2 threads, same bits."""
     import numba
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one Numba thread on this machine: nothing to compare")
+    parallel_build_only(monkeypatch, G._gemm)
 
     rng = np.random.default_rng(2)
     a, b = _operands(rng, 200, 300, 256, np.float32, "C", "C")

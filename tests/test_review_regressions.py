@@ -18,6 +18,7 @@ import fastnn
 from fastnn import optimizers
 from fastnn.backends import unavailable_reason
 from fastnn.layers import Dense
+from tests.conftest import parallel_build_only
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -298,7 +299,7 @@ def test_numba_lstm_sequence_ops_match_numpy_with_the_batch_split(dtype, strided
         assert_close(a, b, dtype, f"initial state gradient {k}")
 
 
-def test_numba_lstm_sequence_bias_gradient_does_not_depend_on_the_thread_count():
+def test_numba_lstm_sequence_bias_gradient_does_not_depend_on_the_thread_count(monkeypatch):
     """lstm_sequence_backward sums the bias gradient inside its threads, one partial sum
     per 8-row tile added in tile order: 1 or 2 threads give the same bits (and the
     forward with its in-kernel bias too)."""
@@ -307,8 +308,12 @@ def test_numba_lstm_sequence_bias_gradient_does_not_depend_on_the_thread_count()
         pytest.skip(reason)
     import numba
 
+    from fastnn.kernels.cpu import recurrent_sequence
+
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one Numba thread on this machine: nothing to compare")
+    parallel_build_only(monkeypatch, recurrent_sequence._seq_forward,
+                        recurrent_sequence._seq_backward)
     be = fastnn.get_backend("numba")
     t, n, h = 5, 27, 32
     rng = np.random.default_rng(12)
