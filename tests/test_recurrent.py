@@ -155,6 +155,89 @@ def test_cell_ops_take_strided_views(backend, reference):
     assert_close(outs[1], outs[0])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("activation", "recurrent_activation"),
+                         [("tanh", "sigmoid"), ("relu", "tanh")])
+def test_lstm_ops_in_place_equal_out_of_place(backend, dtype, activation,
+                                              recurrent_activation):
+    """The LSTM ops may write the gates over xz and dL/dxz over the gates (the layer's
+    unmasked path does): the same bits as out of place on the same backend (test_ops
+    compares the out-of-place ops with the reference)."""
+    rng = np.random.default_rng(11)
+    t, n, h = 4, 9, 32  # N=9: a partial micro-tile of rows on the numba kernels
+    acts = (activation, recurrent_activation)
+
+    def arr(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    xz, U, b = arr(t, n, 4 * h), arr(h, 4 * h, scale=0.3), arr(4 * h)
+    h0, c0, dseq, dh, dc = arr(n, h), arr(n, h), arr(t, n, h), arr(n, h), arr(n, h)
+    cell_xz, cell_hz, c_prev = arr(n, 4 * h), arr(n, 4 * h), arr(n, h)
+    be, xp = backend, backend.xp
+    Ud, Utd, bd = be.asarray(U), be.asarray(U.T.copy()), be.asarray(b)
+    outs = {}
+    for in_place in (False, True):
+        hs, cs = xp.empty((t + 1, n, h), dtype), xp.empty((t + 1, n, h), dtype)
+        hs[0], cs[0] = be.asarray(h0), be.asarray(c0)
+        act_c = xp.empty((t, n, h), dtype)
+        xzd = be.asarray(xz.copy())  # a copy: on numpy asarray returns the host array
+        gates = xzd if in_place else xp.empty_like(xzd)
+        be.lstm_sequence_forward(xzd, Ud, hs, cs, gates, act_c, *acts, b=bd)
+        got = {"gates": be.to_numpy(gates).copy(), "hs": hs, "cs": cs, "act_c": act_c}
+        dz = gates if in_place else xp.empty_like(gates)
+        dhd, dcd, db = be.asarray(dh.copy()), be.asarray(dc.copy()), xp.empty((4 * h,), dtype)
+        assert be.lstm_sequence_backward(be.asarray(dseq), dhd, dcd, gates, cs, act_c, Utd, dz,
+                                         *acts, db=db) is dz
+        got.update(dz=dz, dh=dhd, dc=dcd, db=db)
+        # the single-step ops, in place the same way (and dc_prev = dc)
+        g = be.asarray(cell_xz.copy())
+        c, hh, ac = (xp.empty((n, h), dtype) for _ in range(3))
+        g_out = g if in_place else xp.empty_like(g)
+        be.lstm_cell_forward(g, be.asarray(cell_hz), be.asarray(c_prev), g_out, c, hh, ac,
+                             *acts)
+        got["cell_gates"] = be.to_numpy(g_out).copy()
+        dz1 = g_out if in_place else xp.empty_like(g_out)
+        dc1 = be.asarray(dc.copy())
+        dc_prev = dc1 if in_place else xp.empty_like(dc1)
+        assert be.lstm_cell_backward(hh, dc1, g_out, be.asarray(c_prev), ac, dz1, dc_prev,
+                                     *acts) is dz1
+        got.update(cell_h=hh, cell_dz=dz1, cell_dc_prev=dc_prev)
+        outs[in_place] = {k: be.to_numpy(v) for k, v in got.items()}
+    for key, want in outs[False].items():
+        np.testing.assert_array_equal(outs[True][key], want, err_msg=key)
+
+
+def test_reference_lstm_cell_backward_in_place_through_a_view(reference):
+    """The reference cell backward is right when dz is another view of the gates' memory
+    (the layer's reference path passes gates[s] and dz[s] of one array)."""
+    rng = np.random.default_rng(12)
+    n, h = 3, 5
+    gates = 1 / (1 + np.exp(-rng.standard_normal((n, 4 * h))))
+    c_prev, act_c, dh = (rng.standard_normal((n, h)) for _ in range(3))
+    dc = rng.standard_normal((n, h))
+    want = reference.lstm_cell_backward(dh, dc.copy(), gates, c_prev, act_c,
+                                        np.empty_like(gates), np.empty((n, h)))
+    buf = gates.copy()
+    got = reference.lstm_cell_backward(dh, dc.copy(), buf[:], c_prev, act_c, buf[...],
+                                       np.empty((n, h)))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(buf, want, rtol=1e-12, atol=0)
+
+
+def test_lstm_backward_twice_after_one_forward_says_so(backend):
+    """Unmasked, backward overwrites the saved gates with dL/dxz: a second backward
+    without a forward raises instead of returning wrong gradients."""
+    layer = LSTM(H, return_sequences=True, backend=backend, dtype="float64")
+    x = backend.asarray(_x(2))
+    y = layer.forward(x)
+    dy = backend.asarray(np.ones(y.shape))
+    layer.backward(dy)
+    with pytest.raises(RuntimeError, match="run forward again"):
+        layer.backward(dy)
+    layer.forward(x)
+    layer.backward(dy)
+
+
 # -- PyTorch parity ------------------------------------------------------------------------
 
 

@@ -120,7 +120,9 @@ class LSTM(RNNBase):
         U = be.prepare_rhs(self.params["U"])  # packed once, used T times
         hs = self.buffer("hs", (T + 1, N, H))
         cs = self.buffer("cs", (T + 1, N, H))
-        gates = self.buffer("gates", (T, N, 4 * H))
+        # Unmasked, the gates overwrite xz (dead after this step) and, in backward, dL/dxz
+        # overwrites the gates: one (T, N, 4H) array instead of three.
+        gates = xz if self._mask is None else self.buffer("gates", (T, N, 4 * H))
         act_c = self.buffer("act_c", (T, N, H))
         hs[0] = states0[0]
         cs[0] = states0[1]
@@ -144,15 +146,21 @@ class LSTM(RNNBase):
     def _recurrence_backward(self, dseq, dfinal):
         be = self.backend
         hs, cs, gates, act_c = self._hs, self._cs, self._gates, self._act_c
+        if gates is None:
+            raise RuntimeError(
+                f"{self.describe()}.backward: the gates of the last forward pass were "
+                "overwritten by a previous backward pass; run forward again first"
+            )
         T, N, H = act_c.shape
         Ut = be.prepare_rhs(self.params["U"].T)  # packed once, used T times
-        dz = self.buffer("dz", (T, N, 4 * H))
         dh, dc = dfinal  # fresh arrays, ours to overwrite
         if self._mask is None:  # the whole recurrence in one op (one compiled loop on numba)
-            be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c, Ut, dz,
-                                      self.activation, self.recurrent_activation,
-                                      db=self.grads.get("b"))
+            dz = be.lstm_sequence_backward(dseq, dh, dc, gates, cs, act_c, Ut, gates,
+                                           self.activation, self.recurrent_activation,
+                                           db=self.grads.get("b"))
+            self._gates = None  # now dL/dxz
         else:
+            dz = self.buffer("dz", (T, N, 4 * H))
             gbuf = self.buffer("g", (N, H))
             dhbuf = self.buffer("dh", (N, H))
             for s in range(T - 1, -1, -1):

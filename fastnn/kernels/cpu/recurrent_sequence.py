@@ -29,6 +29,7 @@ from fastnn.kernels.cpu.recurrent import (
     _codes,
     _kernel_ready,
     _no_partial_overlap,
+    copy_row,
     lstm_row_backward,
     lstm_row_forward,
 )
@@ -47,7 +48,7 @@ def _row_range(t, nthreads, N):  # pragma: no cover  (compiled)
 
 
 def _lstm_seq_forward_kernel(xz, bp, hs, cs, gates, act_c, hz, bias, has_bias, nr, act, ract,
-                             nthreads):
+                             nthreads, in_place):
     T, N, G = xz.shape
     H = G // 4
     nb = (G + nr - 1) // nr
@@ -68,13 +69,15 @@ def _lstm_seq_forward_kernel(xz, bp, hs, cs, gates, act_c, hz, bias, has_bias, n
                     hzn = hz[n]
                     for j in range(G):
                         hzn[j] += bias[j]
-                lstm_row_forward(xz[s, n], hz[n], cs[s, n], gates[s, n], cs[s + 1, n],
-                                 hs[s + 1, n], act_c[s, n], act, ract)
+                if not in_place:
+                    copy_row(xz[s, n], gates[s, n])
+                lstm_row_forward(gates[s, n], hz[n], cs[s, n], cs[s + 1, n], hs[s + 1, n],
+                                 act_c[s, n], act, ract)
         ftz_exit(old)
 
 
 def _lstm_seq_backward_kernel(seq, seq_mode, dh, dc, gates, cs, act_c, bp, dz, dbp, has_db, nr,
-                              act, ract, nthreads):
+                              act, ract, nthreads, in_place):
     T, N, H = act_c.shape
     G = 4 * H
     nb = (H + nr - 1) // nr
@@ -101,8 +104,9 @@ def _lstm_seq_backward_kernel(seq, seq_mode, dh, dc, gates, cs, act_c, bp, dz, d
                 elif seq_mode == 2:
                     for j in range(H):
                         dhn[j] += seq[n, s, j]
-                lstm_row_backward(dhn, dc[n], gates[s, n], cs[s, n], act_c[s, n], dz[s, n],
-                                  dc[n], act, ract)
+                if not in_place:
+                    copy_row(gates[s, n], dz[s, n])
+                lstm_row_backward(dhn, dc[n], dz[s, n], cs[s, n], act_c[s, n], act, ract)
                 if has_db:  # partial bias gradient of this row's micro-tile (one thread's)
                     part = dbp[n // MR]
                     dzn = dz[s, n]
@@ -114,14 +118,15 @@ def _lstm_seq_backward_kernel(seq, seq_mode, dh, dc, gates, cs, act_c, bp, dz, d
 def _forward_sig(T):
     r1, a2, r3, a3 = array(T, 1, True), array(T, 2), array(T, 3, True), array(T, 3)
     i = types.intp
-    return (r3, r1, a3, a3, a3, a3, a2, r1, types.boolean, i, types.int64, types.int64, i)
+    return (r3, r1, a3, a3, a3, a3, a2, r1, types.boolean, i, types.int64, types.int64, i,
+            types.boolean)
 
 
 def _backward_sig(T):
     r1, a2, r3, a3 = array(T, 1, True), array(T, 2), array(T, 3, True), array(T, 3)
     i = types.intp
     return (r3, i, a2, a2, r3, r3, r3, r1, a3, a2, types.boolean, i, types.int64, types.int64,
-            i)
+            i, types.boolean)
 
 
 _seq_forward = LazyKernel(_lstm_seq_forward_kernel, _forward_sig)
@@ -150,7 +155,8 @@ def lstm_sequence_forward(
     activation: str = "tanh", recurrent_activation: str = "sigmoid", b=None,
 ):
     """The LSTM recurrence over all steps (see the reference) in one compiled loop; the
-    bias ``b``, if given, is added to each row of the step's ``hz`` while it is in cache."""
+    bias ``b``, if given, is added to each row of the step's ``hz`` while it is in cache,
+    and with ``gates`` the very array ``xz`` each row's gates overwrite its inputs."""
     codes = _codes(activation, recurrent_activation)
     dt = getattr(xz, "dtype", None)
     shape = getattr(xz, "shape", ())
@@ -176,7 +182,7 @@ def lstm_sequence_forward(
     threads = _threads(N)
     bias = b if b is not None else hz[0]  # an unread stand-in of the right type
     _seq_forward.get(dt, threads > 1)(xz, bp, hs, cs, gates, act_c, hz, bias, b is not None,
-                                      nr, *codes, threads)
+                                      nr, *codes, threads, gates is xz)
     return hs
 
 
@@ -189,7 +195,8 @@ def lstm_sequence_backward(
 
     The bias gradient ``db`` is summed while each ``dz`` row is in cache, into one partial
     sum per micro-tile of rows (each tile belongs to one thread), added in tile order at the
-    end: the result does not depend on the thread count."""
+    end: the result does not depend on the thread count. With ``dz`` the very array
+    ``gates``, each row's gradient overwrites its gates."""
     codes = _codes(activation, recurrent_activation)
     dt = getattr(act_c, "dtype", None)
     shape = getattr(act_c, "shape", ())
@@ -226,7 +233,7 @@ def lstm_sequence_backward(
     threads = _threads(N)
     parts = np.zeros(((N + MR - 1) // MR if db is not None else 1, G), dtype=dt)
     _seq_backward.get(dt, threads > 1)(seq, mode, dh, dc, gates, cs, act_c, bp, dz, parts,
-                                       db is not None, nr, *codes, threads)
+                                       db is not None, nr, *codes, threads, dz is gates)
     if db is not None:
         np.sum(parts, axis=0, out=db)
     return dz

@@ -63,7 +63,8 @@ def lstm_cell_forward(
         xz: (N, 4H) input part ``x_t @ W + b``.
         hz: (N, 4H) recurrent part ``h_prev @ U`` (may be overwritten as scratch).
         c_prev: (N, H) previous cell state.
-        gates: (N, 4H) output: the activated gates ``[i, f, g, o]``.
+        gates: (N, 4H) output: the activated gates ``[i, f, g, o]``; may be ``xz`` (in
+            place).
         c: (N, H) output: the new cell state.
         h: (N, H) output: the new hidden state.
         act_c: (N, H) output: ``activation(c)``, kept for the backward pass.
@@ -99,7 +100,8 @@ def lstm_cell_backward(
         dh: (N, H) gradient with respect to ``h`` (never written).
         dc: (N, H) gradient with respect to ``c`` from the later step (may be ``dc_prev``).
         gates, c_prev, act_c: as saved by the forward step.
-        dz: (N, 4H) output: gradient with respect to the pre-activations ``a``.
+        dz: (N, 4H) output: gradient with respect to the pre-activations ``a``; may be
+            ``gates`` (in place).
         dc_prev: (N, H) output: gradient with respect to ``c_prev``.
         activation, recurrent_activation: as in the forward step.
 
@@ -107,6 +109,8 @@ def lstm_cell_backward(
         ``dz``.
     """
     H = act_c.shape[1]
+    if be.xp.may_share_memory(dz, gates):  # the blocks below read gates after writing dz
+        gates = gates.copy()
     i, f, g, o = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
     dc_total = _act_grad(be, activation, dh * o, act_c, None)
     dc_total += dc
@@ -131,7 +135,8 @@ def lstm_sequence_forward(
         U: (H, 4H) recurrent weight, or ``prepare_rhs(U)``.
         hs, cs: (T + 1, N, H) hidden and cell states; ``hs[0]``, ``cs[0]`` are the initial
             states (read), the rest is written.
-        gates: (T, N, 4H) output, the activated gates of every step.
+        gates: (T, N, 4H) output, the activated gates of every step; may be ``xz`` itself
+            (the gates overwrite the inputs).
         act_c: (T, N, H) output, ``activation(c)`` of every step.
         activation, recurrent_activation: as in :func:`lstm_cell_forward`.
         b: optional (4H,) bias added at every step (so that ``xz`` need not carry it).
@@ -164,7 +169,8 @@ def lstm_sequence_backward(
             the gradients with respect to the initial states.
         gates, cs, act_c: as written by the forward pass (``cs`` with its ``T + 1`` states).
         Ut: the transposed recurrent weight (4H, H), or ``prepare_rhs(U.T)``.
-        dz: (T, N, 4H) output, the gradient with respect to every step's pre-activations.
+        dz: (T, N, 4H) output, the gradient with respect to every step's pre-activations;
+            may be ``gates`` itself (the gradients overwrite the gates).
         activation, recurrent_activation: as in the forward pass.
         db: optional (4H,) output, the bias gradient: ``dz`` summed over steps and samples.
 
