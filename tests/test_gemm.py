@@ -116,19 +116,24 @@ def test_result_does_not_depend_on_the_thread_count(G, monkeypatch):
     parallel_build_only(monkeypatch, G._gemm)
 
     rng = np.random.default_rng(2)
-    a, b = _operands(rng, 200, 300, 256, np.float32, "C", "C")
-    outs = []
-    old = numba.get_num_threads()
-    try:
-        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(threads)
-            y = np.empty((200, 256), np.float32)
-            assert G.gemm(a, b, y)
-            outs.append(y)
-    finally:
-        numba.set_num_threads(old)
-    for y in outs[1:]:
-        np.testing.assert_array_equal(y, outs[0])
+    # 200 x 256: the threads split the rows of c; 72 x 512 (wider than COLUMN_SPLIT_RATIO
+    # times its rows): they split its column panels.
+    for m, n in ((200, 256), (72, 512)):
+        assert (n > G.COLUMN_SPLIT_RATIO * m) == (m == 72)
+        a, b = _operands(rng, m, 300, n, np.float32, "C", "C")
+        outs = []
+        old = numba.get_num_threads()
+        try:
+            for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+                numba.set_num_threads(threads)
+                y = np.empty((m, n), np.float32)
+                assert G.gemm(a, b, y)
+                outs.append(y)
+        finally:
+            numba.set_num_threads(old)
+        for y in outs[1:]:
+            np.testing.assert_array_equal(y, outs[0])
+        _check(outs[0], a, b, np.float32, what=f"{m}x300x{n}")
 
 
 def test_packed_reuse_and_snapshot(G):
