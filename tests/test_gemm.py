@@ -121,7 +121,8 @@ def test_result_does_not_depend_on_the_thread_count(G, monkeypatch):
     for m, n in ((200, 256), (72, 512)):
         assert (n > G.COLUMN_SPLIT_RATIO * m) == (m == 72)
         a, b = _operands(rng, m, 300, n, np.float32, "C", "C")
-        outs = []
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        outs, sums = [], []
         old = numba.get_num_threads()
         try:
             for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
@@ -129,11 +130,16 @@ def test_result_does_not_depend_on_the_thread_count(G, monkeypatch):
                 y = np.empty((m, n), np.float32)
                 assert G.gemm(a, b, y)
                 outs.append(y)
+                acc = c0.copy()  # accumulate: an element done twice would be added twice
+                assert G.gemm(a, b, acc, accumulate=True)
+                sums.append(acc)
         finally:
             numba.set_num_threads(old)
-        for y in outs[1:]:
+        for y, acc in zip(outs[1:], sums[1:], strict=True):
             np.testing.assert_array_equal(y, outs[0])
+            np.testing.assert_array_equal(acc, sums[0])
         _check(outs[0], a, b, np.float32, what=f"{m}x300x{n}")
+        _check(sums[0], a, b, np.float32, extra=c0, what=f"{m}x300x{n} accumulate")
 
 
 def test_packed_reuse_and_snapshot(G):

@@ -207,6 +207,44 @@ def test_lstm_ops_in_place_equal_out_of_place(backend, dtype, activation,
         np.testing.assert_array_equal(outs[True][key], want, err_msg=key)
 
 
+@pytest.mark.parametrize("alias", ["gates=xz", "gates=hz", "c=c_prev", "h=c_prev",
+                                   "dz=gates", "dc_prev=dc", "dc_prev=c_prev",
+                                   "dc_prev=act_c", "dc_prev=dh"])
+def test_lstm_cell_ops_with_an_output_that_is_an_input(backend, reference, alias):
+    """An output passed as the very same array as an input (which the ops' overlap checks
+    accept) gives the out-of-place result: the inputs are read before they are written."""
+    rng = np.random.default_rng(13)
+    n, h = 5, 16
+    out_name, in_name = alias.split("=")
+    fwd = out_name in ("gates", "c", "h")
+    xz, hz = rng.standard_normal((n, 4 * h)), rng.standard_normal((n, 4 * h))
+    c_prev = rng.standard_normal((n, h))
+    gates = np.concatenate([1 / (1 + np.exp(-rng.standard_normal((n, 3 * h)))),
+                            np.tanh(rng.standard_normal((n, h)))], axis=1)
+    ins = {"xz": xz, "hz": hz, "c_prev": c_prev, "gates": gates,
+           "dh": rng.standard_normal((n, h)), "dc": rng.standard_normal((n, h)),
+           "act_c": np.tanh(rng.standard_normal((n, h)))}
+    op = "lstm_cell_forward" if fwd else "lstm_cell_backward"
+    names = (("xz", "hz", "c_prev", "gates", "c", "h", "act_c") if fwd
+             else ("dh", "dc", "gates", "c_prev", "act_c", "dz", "dc_prev"))
+    outputs = ("gates", "c", "h", "act_c") if fwd else ("dz", "dc_prev")
+    shapes = {"gates": (n, 4 * h), "dz": (n, 4 * h)}
+
+    def call(be, aliased: bool):
+        args = {k: be.asarray(ins[k].copy()) for k in names if k not in outputs}
+        for k in outputs:
+            args[k] = be.xp.empty(shapes.get(k, (n, h)))
+        if aliased:
+            args[out_name] = args[in_name] = be.asarray(ins[in_name].copy())
+        getattr(be, op)(*(args[k] for k in names))
+        return {k: be.to_numpy(args[k]) for k in outputs}
+
+    want = call(reference, aliased=False)
+    got = call(backend, aliased=True)
+    for k in outputs:
+        assert_close(got[k], want[k], np.float64, f"{alias}: {k}")
+
+
 def test_reference_lstm_cell_backward_in_place_through_a_view(reference):
     """The reference cell backward is right when dz is another view of the gates' memory
     (the layer's reference path passes gates[s] and dz[s] of one array)."""

@@ -95,7 +95,9 @@ class LSTM(RNNBase):
         self.unit_forget_bias = bool(unit_forget_bias)
         self._hs = None  # (T + 1, N, H) hidden states
         self._cs = None  # (T + 1, N, H) cell states
-        self._gates = None  # (T, N, 4H) activated gates [i, f, g, o]
+        # (T, N, 4H) activated gates [i, f, g, o]: unmasked, the xz buffer they overwrote,
+        # and None once backward has overwritten them with dL/dxz
+        self._gates = None
         self._act_c = None  # (T, N, H) activation(c_t)
 
     def get_config(self) -> dict:

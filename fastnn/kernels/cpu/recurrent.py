@@ -374,9 +374,11 @@ def lstm_cell_forward(
                                      activation, recurrent_activation)
     N, H = shape
     g4 = (N, 4 * H)
+    # Unless gates is xz, the kernel copies xz into gates before it reads hz: gates being hz
+    # itself is left to the reference.
     ok = _fits(dt, [(xz, g4), (hz, g4), (c_prev, shape), (gates, g4), (c, shape), (h, shape),
                     (act_c, shape)]) and _no_partial_overlap(
-        [gates, c, h, act_c], [xz, hz, c_prev])
+        [gates, c, h, act_c], [xz, hz, c_prev]) and (gates is xz or gates is not hz)
     if not ok:
         return ref.lstm_cell_forward(be, xz, hz, c_prev, gates, c, h, act_c,
                                      activation, recurrent_activation)
@@ -389,7 +391,8 @@ def lstm_cell_backward(
     be, dh, dc, gates, c_prev, act_c, dz, dc_prev,
     activation: str = "tanh", recurrent_activation: str = "sigmoid",
 ):
-    """Fused LSTM step backward (see the reference op); ``dc_prev`` may be ``dc``."""
+    """Fused LSTM step backward (see the reference op); ``dc_prev`` may be ``dc`` and
+    ``dz`` may be ``gates`` (in place)."""
     codes = _codes(activation, recurrent_activation)
     dt = getattr(act_c, "dtype", None)
     shape = getattr(act_c, "shape", ())
@@ -398,9 +401,12 @@ def lstm_cell_backward(
                                       activation, recurrent_activation)
     N, H = shape
     g4 = (N, 4 * H)
+    # Unless dc_prev is dc, the kernel copies dc into dc_prev before it reads the other
+    # inputs: dc_prev being one of them is left to the reference.
     ok = _fits(dt, [(dh, shape), (dc, shape), (gates, g4), (c_prev, shape), (act_c, shape),
                     (dz, g4), (dc_prev, shape)]) and _no_partial_overlap(
-        [dz, dc_prev], [dh, dc, gates, c_prev, act_c])
+        [dz, dc_prev], [dh, dc, gates, c_prev, act_c]) and (
+        dc_prev is dc or all(dc_prev is not a for a in (dh, c_prev, act_c)))
     if not ok:
         return ref.lstm_cell_backward(be, dh, dc, gates, c_prev, act_c, dz, dc_prev,
                                       activation, recurrent_activation)

@@ -2,10 +2,12 @@
 :mod:`fastnn.kernels.cuda.recurrent_sources`.
 
 Same contract as :mod:`fastnn.kernels.cuda.ops`: the names and signatures of the reference
-ops in :mod:`fastnn.kernels.reference.recurrent`, inputs never written (except ``dc``, which
-``lstm_cell_backward`` may update in place as ``dc_prev``), and anything the kernels do not
-take (host arrays, other dtypes, strided views, partly overlapping buffers, activations
-without a code) goes to the reference version, which runs on CuPy through ``be.xp``.
+ops in :mod:`fastnn.kernels.reference.recurrent`, inputs never written (except in place
+where the reference allows it: ``gates`` may be ``xz``, ``dz`` may be ``gates`` and
+``dc_prev`` may be ``dc``; each thread reads its unit's inputs before it writes), and
+anything the kernels do not take (host arrays, other dtypes, strided views, partly
+overlapping buffers, activations without a code) goes to the reference version, which runs
+on CuPy through ``be.xp``.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def lstm_cell_backward(
     be, dh, dc, gates, c_prev, act_c, dz, dc_prev,
     activation: str = "tanh", recurrent_activation: str = "sigmoid",
 ):
-    """Fused LSTM step backward (see the reference op); ``dc_prev`` may be ``dc``."""
+    """Fused LSTM step backward (see the reference op); ``dc_prev`` may be ``dc`` and
+    ``dz`` may be ``gates`` (in place)."""
     codes = _codes(activation, recurrent_activation)
     shape = tuple(getattr(act_c, "shape", ()))
     if codes is not None and len(shape) == 2:
