@@ -18,8 +18,8 @@ memory. Edge rows use a micro-kernel with fewer rows; edge columns go through a 
 buffer. Work is split between threads by rows of ``c``, or by column panels when ``c`` has
 few rows or is much wider than tall (:data:`COLUMN_SPLIT_RATIO`); a right-hand side used
 many times (the recurrent weight of an RNN, once per time step) is packed once
-(:func:`pack`). Every element of ``c`` is summed by one thread in
-one fixed order: results do not depend on the thread count.
+(:func:`pack`). Every element of ``c`` is summed by one thread in one fixed order: results
+do not depend on the thread count.
 
 The wrapper (:func:`gemm`) returns False for what it does not take (other dtypes, strided
 operands, overlapping output, tiny or vector-shaped products); the op then uses BLAS.
