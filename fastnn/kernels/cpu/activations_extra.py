@@ -25,9 +25,10 @@ Arithmetic is done in the array's dtype with vectorisable helpers (no libm calls
 emits SIMD code): :func:`~fastnn.kernels.cpu.fastexp.fast_exp`, and here ``expm1`` (a Taylor
 polynomial near 0) and ``log1p`` on [0, 1] (the atanh series). No tanh is needed:
 ``gelu_tanh`` uses ``0.5 (1 + tanh(u)) = sigmoid(2u)`` and ``mish`` uses
-``tanh(softplus(x)) = q / (q + 2)`` with ``q = e^x (e^x + 2)``. Only the exact ``gelu`` calls
-libm (``math.erfc`` in float64). Every formula is overflow-free and finite for inputs of
-+-1e4 and beyond.
+``tanh(softplus(x)) = q / (q + 2)`` with ``q = e^x (e^x + 2)``. The exact ``gelu`` works in
+float64 with :func:`~fastnn.kernels.cpu.fasterf.fast_erfc` (libm's ``math.erfc`` kept the loop
+scalar: 16.6 ms for 1M float32 values against 0.15 ms for torch). Every formula is
+overflow-free and finite for inputs of +-1e4 and beyond.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 from numba import njit, prange, types
 
+from fastnn.kernels.cpu.fasterf import fast_erfc
 from fastnn.kernels.cpu.fastexp import fast_exp
 from fastnn.kernels.cpu.jit import (
     LazyKernel,
@@ -206,7 +208,7 @@ def _softplus_fwd(v, a):
 @_helper
 def _gelu(v, a):
     w = np.float64(v)
-    return w * 0.5 * math.erfc(-w * _SQRT_HALF)
+    return w * 0.5 * fast_erfc(-w * _SQRT_HALF)
 
 
 @_helper
@@ -253,7 +255,7 @@ def _softplus_grad(s, a):
 def _gelu_grad(s, a):
     w = np.float64(s)
     c = min(max(w, -_GELU_PDF_CLAMP), _GELU_PDF_CLAMP)
-    return 0.5 * math.erfc(-w * _SQRT_HALF) + w * math.exp(-0.5 * c * c) * _INV_SQRT_2PI
+    return 0.5 * fast_erfc(-w * _SQRT_HALF) + w * fast_exp(-0.5 * c * c) * _INV_SQRT_2PI
 
 
 @_helper
