@@ -27,8 +27,8 @@ polynomial near 0) and ``log1p`` on [0, 1] (the atanh series). No tanh is needed
 ``gelu_tanh`` uses ``0.5 (1 + tanh(u)) = sigmoid(2u)`` and ``mish`` uses
 ``tanh(softplus(x)) = q / (q + 2)`` with ``q = e^x (e^x + 2)``. The exact ``gelu`` works in
 float64 with :func:`~fastnn.kernels.cpu.fasterf.fast_erfc` (libm's ``math.erfc`` kept the loop
-scalar: 16.6 ms for 1M float32 values against 0.15 ms for torch). Every formula is
-overflow-free and finite for inputs of +-1e4 and beyond.
+scalar: forward 8.2 ms against 2.2 ms now for 1024x1024 float32 on two threads). Every formula
+is overflow-free and finite for inputs of +-1e4 and beyond.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A vectorisable ``erfc`` for Numba kernels (float64), for the exact GELU.
 
 ``math.erfc`` in a Numba loop is a scalar libm call (no SVML here, PERF-NOTES), which kept the
-exact GELU about 100x slower than the other activations. :func:`fast_erfc` evaluates the
+exact GELU's loop scalar (forward 8.2 ms for 1024x1024 float32 on two threads; 2.2 ms with
+this one). :func:`fast_erfc` evaluates the
 reference's own formula (``fastnn.kernels.reference.activations._erfc``) with arithmetic LLVM
 can vectorise:
 
