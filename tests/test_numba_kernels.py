@@ -103,7 +103,7 @@ def test_fast_erfc_accuracy_and_extremes():
 
     from fastnn.kernels.cpu.fasterf import ERF_SPLIT, fast_erfc
 
-    @numba.njit
+    @numba.njit(fastmath=set(jit.FASTMATH), error_model="numpy")  # the kernels' flags
     def apply(x, out):
         for i in range(x.shape[0]):
             out[i] = fast_erfc(x[i])

@@ -2,9 +2,8 @@
 
 ``math.erfc`` in a Numba loop is a scalar libm call (no SVML here, PERF-NOTES), which kept the
 exact GELU's loop scalar (forward 8.2 ms for 1024x1024 float32 on two threads; 2.2 ms with
-this one). :func:`fast_erfc` evaluates the
-reference's own formula (``fastnn.kernels.reference.activations._erfc``) with arithmetic LLVM
-can vectorise:
+this one). :func:`fast_erfc` evaluates the reference's own formula
+(``fastnn.kernels.reference.activations._erfc``) with arithmetic LLVM can vectorise:
 
 - ``|x| < 2.5``: the positive-term power series ``erf x = 2/sqrt(pi) exp(-x^2)
   sum_k 2^k x^(2k+1) / (2k+1)!!``, 40 terms, as a polynomial in ``x^2``;
@@ -15,8 +14,10 @@ can vectorise:
 - ``erfc(-a) = 2 - erfc(a)``; NaN gives NaN.
 
 Both branches are computed and one is selected, so the loop that calls it has no branch;
-the term loops are written out in generated source (see :func:`_source`). Measured against
-``math.erfc`` in tests/test_numba_kernels.py.
+the term loops are written out in generated source (see :func:`_source`), and the function
+is inlined in Numba's IR (``inline="always"``: as a call LLVM would not inline it, and the
+caller's loop stayed scalar), so it takes the calling kernel's fast-math flags. Measured
+against ``math.erfc`` under those flags in tests/test_numba_kernels.py.
 """
 
 from __future__ import annotations
