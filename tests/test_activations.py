@@ -404,6 +404,40 @@ def test_numba_kernels_in_place_and_fallbacks(reference, name, dtype):
     assert_close(db, want_dx.sum(axis=0), dtype)
 
 
+@pytest.mark.numba
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_numba_kernels_in_place_give_the_out_of_place_bits(name):
+    """In place (out = z with a bias, dz = dy, dz = the array the backward reads), and with
+    read-only inputs, the kernels read each row from a copy (see _copy_row): the very bits
+    of the out-of-place call, over several row blocks."""
+    _, extra = _numba_extra()
+    be = fastnn.get_backend("numba")
+    rng = np.random.default_rng(14)
+    z = (rng.standard_normal((300, 700)) * 3).astype(np.float32)
+    b = rng.standard_normal(700).astype(np.float32)
+    dy = rng.standard_normal((300, 700)).astype(np.float32)
+    want = extra.bias_activation(be, name, z, b, out=np.empty_like(z))
+    got = z.copy()
+    assert extra.bias_activation(be, name, got, b, out=got) is got
+    np.testing.assert_array_equal(got, want)
+    frozen = z.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(extra.bias_activation(be, name, frozen, b), want)
+    reads_input = name in ("gelu", "gelu_tanh", "silu", "mish")
+    s = z if reads_input else want  # the array the backward reads
+    db_want, db_got = np.empty(700, np.float32), np.empty(700, np.float32)
+    dz_want = extra.bias_activation_backward(be, name, dy, z, want, dz=np.empty_like(dy),
+                                             db=db_want)
+    g = dy.copy()
+    assert extra.bias_activation_backward(be, name, g, z, want, dz=g, db=db_got) is g
+    np.testing.assert_array_equal(g, dz_want)
+    np.testing.assert_array_equal(db_got, db_want)
+    s2 = s.copy()
+    x_arg, y_arg = (s2, want) if reads_input else (z, s2)
+    assert extra.activation_backward(be, name, dy, x_arg, y_arg, out=s2) is s2
+    np.testing.assert_array_equal(s2, dz_want)
+
+
 def test_cuda_family_is_registered_for_the_compile_test():
     from fastnn.kernels.cuda import activations_extra_sources as cuda_extra
     from fastnn.kernels.cuda import sources

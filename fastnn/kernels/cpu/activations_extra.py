@@ -282,16 +282,30 @@ def _mish_grad(s, a):
     return q / d + s * sech2 * _sigmoid_parts(s)[0]
 
 
-def _forward_kernel(code, z, b, out, alpha, nblocks):
+@_helper
+def _copy_row(src, dst):
+    """``dst[:] = src``, returned. For an output that is its input (in place), the kernels
+    read the row from this copy: with the same row as input and output LLVM's runtime alias
+    check fails and the scalar loop runs (measured, 1024x1024 float32 in place: elu 1262
+    against 196 us out of place, softplus 4273 against 332 us)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+    return dst
+
+
+def _forward_kernel(code, z, b, out, alpha, nblocks, in_place):
     rows, cols = z.shape
     a = cast_to(alpha, z.dtype)
     for blk in prange(nblocks):
         old = ftz_enter()
+        row = np.empty(cols if in_place else 0, dtype=z.dtype)
         for i in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
             # Row views indexed from 0: LLVM proves the accesses contiguous and vectorises
             # (indexing z[i, j] or a flat range(lo, hi) gave gathers/scatters, 5-10x slower).
             zr = z[i]
             outr = out[i]
+            if in_place:  # see _copy_row
+                zr = _copy_row(zr, row)
             if code == _LEAKY_RELU:
                 for j in range(cols):
                     outr[j] = _leaky_relu(zr[j] + b[j], a)
@@ -319,7 +333,7 @@ def _forward_kernel(code, z, b, out, alpha, nblocks):
         ftz_exit(old)
 
 
-def _backward_kernel(code, dy, s, dz, partial, alpha):
+def _backward_kernel(code, dy, s, dz, partial, alpha, dz_is_dy, dz_is_s):
     rows, cols = dy.shape
     nblocks = partial.shape[0]
     a = cast_to(alpha, dy.dtype)
@@ -328,10 +342,16 @@ def _backward_kernel(code, dy, s, dz, partial, alpha):
         acc = partial[blk]
         for j in range(cols):
             acc[j] = 0.0
+        g_row = np.empty(cols if dz_is_dy else 0, dtype=dy.dtype)
+        s_row = np.empty(cols if dz_is_s else 0, dtype=dy.dtype)
         for i in range(blk * rows // nblocks, (blk + 1) * rows // nblocks):
             gr = dy[i]
             sr = s[i]
             dzr = dz[i]
+            if dz_is_dy:  # see _copy_row
+                gr = _copy_row(gr, g_row)
+            if dz_is_s:
+                sr = _copy_row(sr, s_row)
             if code == _LEAKY_RELU:
                 for j in range(cols):
                     g = gr[j] * _leaky_relu_grad(sr[j], a)
@@ -376,21 +396,31 @@ def _backward_kernel(code, dy, s, dz, partial, alpha):
 
 
 _F64 = types.float64
+# The inputs are typed writeable (never written) so that a row view of them and the copy of
+# _copy_row share one type; a read-only input is copied first (_writeable).
 _forward = LazyKernel(
     _forward_kernel,
-    lambda T: (types.intp, array(T, 2, True), array(T, 1, True), array(T, 2), _F64, types.intp),
+    lambda T: (types.intp, array(T, 2), array(T, 1, True), array(T, 2), _F64, types.intp,
+               types.boolean),
 )
 _backward = LazyKernel(
     _backward_kernel,
     lambda T: (
         types.intp,
-        array(T, 2, True),
-        array(T, 2, True),
+        array(T, 2),
+        array(T, 2),
         array(T, 2),
         array(_F64, 2),
         _F64,
+        types.boolean,
+        types.boolean,
     ),
 )
+
+
+def _writeable(a: np.ndarray) -> np.ndarray:
+    """``a``, or a copy when it is read-only (the kernels' inputs are typed writeable)."""
+    return a if a.flags.writeable else a.copy()
 
 
 def _grad_source(name: str, x: Any, y: Any) -> Any:
@@ -411,7 +441,9 @@ def _run_forward(name: str, code: int, z: np.ndarray, b: np.ndarray | None, out,
     rows, cols = z2.shape
     bias = np.zeros(cols, dtype=dt) if b is None else b
     a = resolve_alpha(name, alpha)
-    _forward[dt](code, z2, bias, _as_rows(out), a, num_row_blocks(rows, cols))
+    in_place = np.may_share_memory(out, z)  # the very same memory: the wrappers checked
+    _forward[dt](code, _writeable(z2), bias, _as_rows(out), a, num_row_blocks(rows, cols),
+                 in_place)
     return out
 
 
@@ -422,7 +454,9 @@ def _run_backward(name: str, code: int, dy, s, dz, db, alpha: float):
     rows, cols = dy2.shape
     partial = np.empty((num_row_blocks(rows, cols), cols), dtype=np.float64)
     a = resolve_alpha(name, alpha)
-    _backward[dy.dtype](code, dy2, _as_rows(s), _as_rows(dz), partial, a)
+    # Same memory or none (the wrappers checked): in place when dz shares it.
+    _backward[dy.dtype](code, _writeable(dy2), _writeable(_as_rows(s)), _as_rows(dz), partial,
+                        a, np.may_share_memory(dz, dy), np.may_share_memory(dz, s))
     if db is not None:
         db[...] = partial.sum(axis=0)
     return dz
