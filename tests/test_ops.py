@@ -829,6 +829,14 @@ def _avgpool2d(c: OpCheck) -> None:
               what=str(geo), **geo)
         c.run("avgpool2d_backward", dy=dy, x_shape=(n, ch, hh, ww), out=c.empty(n, ch, hh, ww),
               const={"dy"}, what=f"{geo} out", **geo)
+    # 2**20 elements: the numba kernels' parallel builds, planes split between threads.
+    n, ch, hh, ww = 4, 64, 64, 64
+    for pool, stride, padding in POOL_GEOMETRIES[:2]:
+        geo = {"pool_size": pool, "stride": stride, "padding": padding}
+        oh, ow = _out_hw((hh, ww), pool, stride, padding, (1, 1))
+        c.run("avgpool2d", x=c.data(n, ch, hh, ww), const={"x"}, what=f"{geo} large", **geo)
+        c.run("avgpool2d_backward", dy=c.data(n, ch, oh, ow), x_shape=(n, ch, hh, ww),
+              const={"dy"}, what=f"{geo} large", **geo)
 
 
 # -- normalization ---------------------------------------------------------------------------

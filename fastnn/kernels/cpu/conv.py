@@ -36,12 +36,20 @@ from __future__ import annotations
 
 import threading
 
+import numba
 import numpy as np
-from numba import prange, types
+from numba import njit, prange, types
 from numba.extending import register_jitable
 
 from fastnn.kernels.cpu.blas_threads import parallel_items
-from fastnn.kernels.cpu.jit import LazyKernel, array, cast_to, is_kernel_array, is_kernel_output
+from fastnn.kernels.cpu.jit import (
+    LazyKernel,
+    array,
+    cast_to,
+    helper_jit_flags,
+    is_kernel_array,
+    is_kernel_output,
+)
 from fastnn.kernels.reference import conv as ref
 from fastnn.kernels.registry import override
 
@@ -461,48 +469,92 @@ def _maxpool_backward_kernel(dy, arg, dx, geo):
                 dx[n, c, ih, iw] += dy[n, c, a, q]
 
 
-def _avgpool_kernel(x, y, geo):
+# Average pooling works on row views of one (image, channel) plane: the window's input rows
+# are summed into one row (contiguous, vectorised), then the outputs whose windows lie inside
+# the row take their kw columns in kw strided passes (the loop over outputs innermost, so it
+# vectorises too); the few edge outputs are summed one by one. Element-by-element indexing
+# of the 4-D arrays inside the window loops ran 2.3x slower than the NumPy reference
+# (32x32x28x28 float32, 2x2, forward + backward).
+@njit(**helper_jit_flags())
+def _interior(n_out, k, s, pad, n_in):  # pragma: no cover  (compiled)
+    """Outputs ``[q0, q1)`` whose windows ``[q*s - pad, q*s - pad + k)`` lie in ``[0, n_in)``."""
+    q0 = min((pad + s - 1) // s, n_out)
+    q1 = max(min((n_in + pad - k) // s + 1, n_out), q0)
+    return q0, q1
+
+
+def _avgpool_kernel(x, y, geo, nblocks):
     n_img, n_ch, h, w = x.shape
     kh, kw, sh, sw = geo[_KH], geo[_KW], geo[_SH], geo[_SW]
     pt, pl, oh, ow = geo[_PT], geo[_PL], geo[_OH], geo[_OW]
-    for t in prange(n_img * n_ch):
-        n = t // n_ch
-        c = t % n_ch
-        for a in range(oh):
-            i0 = max(a * sh - pt, 0)
-            i1 = min(a * sh - pt + kh, h)
-            for q in range(ow):
-                j0 = max(q * sw - pl, 0)
-                j1 = min(q * sw - pl + kw, w)
-                total = cast_to(0.0, y.dtype)
+    planes = n_img * n_ch
+    q0, q1 = _interior(ow, kw, sw, pl, w)
+    for blk in prange(nblocks):
+        rows = np.empty(w, dtype=y.dtype)
+        for t in range(blk * planes // nblocks, (blk + 1) * planes // nblocks):
+            plane = x[t // n_ch, t % n_ch]
+            yplane = y[t // n_ch, t % n_ch]
+            for a in range(oh):
+                i0 = max(a * sh - pt, 0)
+                i1 = min(a * sh - pt + kh, h)
+                for iw in range(w):
+                    rows[iw] = 0
                 for ih in range(i0, i1):
-                    for iw in range(j0, j1):
-                        total += x[n, c, ih, iw]
-                count = max((i1 - i0) * (j1 - j0), 1)
-                y[n, c, a, q] = total / count
+                    xr = plane[ih]
+                    for iw in range(w):
+                        rows[iw] += xr[iw]
+                yr = yplane[a]
+                for q in range(q0, q1):
+                    yr[q] = 0
+                for dj in range(kw):
+                    off = dj - pl
+                    for q in range(q0, q1):
+                        yr[q] += rows[q * sw + off]
+                count = cast_to(max((i1 - i0) * kw, 1), y.dtype)
+                for q in range(q0, q1):
+                    yr[q] /= count
+                for lo, hi in ((0, q0), (q1, ow)):  # the edges, window cut by the border
+                    for q in range(lo, hi):
+                        j0 = max(q * sw - pl, 0)
+                        j1 = min(q * sw - pl + kw, w)
+                        total = cast_to(0.0, y.dtype)
+                        for iw in range(j0, j1):
+                            total += rows[iw]
+                        yr[q] = total / max((i1 - i0) * (j1 - j0), 1)
 
 
-def _avgpool_backward_kernel(dy, dx, geo):
+def _avgpool_backward_kernel(dy, dx, geo, nblocks):
     n_img, n_ch, h, w = dx.shape
     kh, kw, sh, sw = geo[_KH], geo[_KW], geo[_SH], geo[_SW]
     pt, pl, oh, ow = geo[_PT], geo[_PL], geo[_OH], geo[_OW]
-    for t in prange(n_img * n_ch):
-        n = t // n_ch
-        c = t % n_ch
-        for ih in range(h):
-            for iw in range(w):
-                dx[n, c, ih, iw] = 0
-        for a in range(oh):
-            i0 = max(a * sh - pt, 0)
-            i1 = min(a * sh - pt + kh, h)
-            for q in range(ow):
-                j0 = max(q * sw - pl, 0)
-                j1 = min(q * sw - pl + kw, w)
-                count = max((i1 - i0) * (j1 - j0), 1)
-                g = dy[n, c, a, q] / count
-                for ih in range(i0, i1):
+    planes = n_img * n_ch
+    for blk in prange(nblocks):
+        spread = np.empty(w, dtype=dx.dtype)
+        for t in range(blk * planes // nblocks, (blk + 1) * planes // nblocks):
+            gplane = dy[t // n_ch, t % n_ch]
+            dplane = dx[t // n_ch, t % n_ch]
+            for ih in range(h):
+                dr = dplane[ih]
+                for iw in range(w):
+                    dr[iw] = 0
+            for a in range(oh):
+                i0 = max(a * sh - pt, 0)
+                i1 = min(a * sh - pt + kh, h)
+                # One output row's gradients spread over the input columns, then added to
+                # each of its window's input rows.
+                for iw in range(w):
+                    spread[iw] = 0
+                gr = gplane[a]
+                for q in range(ow):
+                    j0 = max(q * sw - pl, 0)
+                    j1 = min(q * sw - pl + kw, w)
+                    g = gr[q] / max((i1 - i0) * (j1 - j0), 1)
                     for iw in range(j0, j1):
-                        dx[n, c, ih, iw] += g
+                        spread[iw] += g
+                for ih in range(i0, i1):
+                    dr = dplane[ih]
+                    for iw in range(w):
+                        dr[iw] += spread[iw]
 
 
 #: Below this many elements of work a kernel runs on the calling thread. Waking the thread
@@ -515,6 +567,11 @@ SERIAL_WORK = 1 << 20
 #: same reason: a small BLAS call is quick alone but pays for waking (and fighting) the BLAS
 #: thread pool right after Numba's parallel regions.
 SERIAL_GEMM_MACS = 1 << 24
+
+
+def _plane_blocks(planes: int) -> int:
+    """Blocks of (image, channel) planes for the pooling kernels: one per thread."""
+    return max(1, min(planes, numba.get_num_threads()))
 
 
 class _Kernel:
@@ -571,9 +628,11 @@ _maxpool_backward = _Kernel(
     _maxpool_backward_kernel,
     lambda T: (array(T, 4, True), array(types.int32, 4, True), array(T, 4), _GEO),
 )
-_avgpool = _Kernel(_avgpool_kernel, lambda T: (array(T, 4, True), array(T, 4), _GEO))
+_avgpool = _Kernel(
+    _avgpool_kernel, lambda T: (array(T, 4, True), array(T, 4), _GEO, types.intp)
+)
 _avgpool_backward = _Kernel(
-    _avgpool_backward_kernel, lambda T: (array(T, 4, True), array(T, 4), _GEO)
+    _avgpool_backward_kernel, lambda T: (array(T, 4, True), array(T, 4), _GEO, types.intp)
 )
 
 
@@ -1018,7 +1077,8 @@ def avgpool2d(be, x, pool_size: Pair, stride: Pair, padding: Quad = (0, 0, 0, 0)
     if oh < 1 or ow < 1 or not _ok_out(out, dt, (n, c, oh, ow), x):
         return ref.avgpool2d(be, x, pool_size, stride, padding, out=out)
     y = _alloc(out, (n, c, oh, ow), dt)
-    _avgpool.pick(dt, x.size)(x, y, _geometry(pool_size, stride, padding, (1, 1), (oh, ow)))
+    _avgpool.pick(dt, x.size)(x, y, _geometry(pool_size, stride, padding, (1, 1), (oh, ow)),
+                              _plane_blocks(n * c))
     return y
 
 
@@ -1033,5 +1093,5 @@ def avgpool2d_backward(
         return ref.avgpool2d_backward(be, dy, x_shape, pool_size, stride, padding, out=out)
     dx = _alloc(out, tuple(x_shape), dt)
     geo = _geometry(pool_size, stride, padding, (1, 1), tuple(dy.shape[2:]))
-    _avgpool_backward.pick(dt, dx.size)(dy, dx, geo)
+    _avgpool_backward.pick(dt, dx.size)(dy, dx, geo, _plane_blocks(x_shape[0] * x_shape[1]))
     return dx
