@@ -408,7 +408,7 @@ def test_numba_kernels_in_place_and_fallbacks(reference, name, dtype):
 @pytest.mark.parametrize("name", KERNEL_NAMES)
 def test_numba_kernels_in_place_give_the_out_of_place_bits(name):
     """In place (out = z with a bias, dz = dy, dz = the array the backward reads), and with
-    read-only inputs, the kernels read each row from a copy (see _copy_row): the very bits
+    read-only inputs, the kernels read each row from a copy (see jit.copy_row): the very bits
     of the out-of-place call, over several row blocks."""
     _, extra = _numba_extra()
     be = fastnn.get_backend("numba")

@@ -63,6 +63,21 @@ def helper_jit_flags() -> dict[str, Any]:
     """A fresh dict of the JIT options of the scalar math helpers."""
     return {"fastmath": set(HELPER_FASTMATH), "error_model": "numpy"}
 
+
+@numba.njit(inline="always", **helper_jit_flags())
+def copy_row(src, dst):  # pragma: no cover  (compiled)
+    """``dst[:] = src`` element by element, returning ``dst`` (callable from kernels).
+
+    The kernels use it where an output may be its own input: they compute from a copy of
+    the row, because the same row passed as input and output fails LLVM's runtime alias
+    check and the scalar loop runs (measured: the LSTM backward row 0.39 against 0.13 ms for
+    50 steps of 16 rows; elu in place 1262 against 196 us for 1024x1024 float32). A slice
+    copy is no substitute: Numba cannot prove it overlap-free and makes a temporary.
+    """
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+    return dst
+
 #: The one shared dict of JIT flags of every fastnn Numba kernel. ``cache`` is a request:
 #: whether a disk cache is used is decided by :func:`cache_dir`.
 JIT_FLAGS: dict[str, Any] = {

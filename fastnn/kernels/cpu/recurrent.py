@@ -26,7 +26,14 @@ import numpy as np
 from numba import njit, prange, types
 
 from fastnn.kernels.cpu.fastexp import fast_exp
-from fastnn.kernels.cpu.jit import FASTMATH, LazyKernel, array, cast_to, helper_jit_flags
+from fastnn.kernels.cpu.jit import (
+    FASTMATH,
+    LazyKernel,
+    array,
+    cast_to,
+    copy_row,
+    helper_jit_flags,
+)
 from fastnn.kernels.cpu.threads import ftz_enter, ftz_exit
 from fastnn.kernels.reference import recurrent as ref
 from fastnn.kernels.registry import override
@@ -191,14 +198,6 @@ def lstm_row_backward(dhn, dc, gd, cp, tc, act, ract):
         gd[2 * H + j] = dct * i * _act_grad(act, gg)
         gd[3 * H + j] = dhv * tc[j] * _act_grad(ract, o)
         dc[j] = dct * f
-
-
-@_row_helper
-def copy_row(src, dst):
-    """``dst[:] = src`` for rows known not to overlap (no temporary, unlike a slice copy
-    that Numba cannot prove overlap-free)."""
-    for j in range(dst.shape[0]):
-        dst[j] = src[j]
 
 
 def _lstm_forward_kernel(xz, hz, c_prev, gates, c, h, act_c, act, ract, in_place):

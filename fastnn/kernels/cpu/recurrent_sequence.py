@@ -24,12 +24,11 @@ from numba import prange, types
 
 from fastnn.kernels.cpu import gemm as _gemm
 from fastnn.kernels.cpu.gemm import MR, gemm_block
-from fastnn.kernels.cpu.jit import LazyKernel, array
+from fastnn.kernels.cpu.jit import LazyKernel, array, copy_row
 from fastnn.kernels.cpu.recurrent import (
     _codes,
     _kernel_ready,
     _no_partial_overlap,
-    copy_row,
     lstm_row_backward,
     lstm_row_forward,
 )
